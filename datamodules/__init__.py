@@ -1,0 +1,1 @@
+"""Audio data: VGGSound DataModule, waveform front end, embedded procedural sound set."""

@@ -1,0 +1,1 @@
+"""Entry points (train, edit, figures, eval) and their YAML configs."""

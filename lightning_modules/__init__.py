@@ -1,0 +1,1 @@
+"""LightningModules (audio->CLIP training, manipulation, projection) and their networks."""

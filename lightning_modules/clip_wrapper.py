@@ -1,0 +1,122 @@
+"""Frozen OpenAI CLIP, loaded by model name or file path through the `clip` package.
+
+Shared by the audio side (text embeddings of class prompts, paper Eq. 1) and the
+manipulation side (differentiable image embeddings, paper Eq. 2). CLIP is never
+trained here, so it is kept out of every checkpoint: modules hold it in a plain
+attribute and reload it by name/path.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Sequence
+
+import clip
+import torch
+import torch.nn.functional as F
+
+# CLIP's image normalisation (clip/clip.py `_transform`).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+DEFAULT_CLIP_CACHE = os.path.expanduser("~/.cache/clip")
+
+
+def resolve_clip_file(name_or_path: str, download_root: str | None = None) -> str:
+    """Return a local file for a CLIP model name or path, downloading a named model when online.
+
+    Offline and without the file, raises FileNotFoundError naming the expected file and how to get it.
+    """
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    if name_or_path not in clip.available_models():
+        raise FileNotFoundError(
+            f"CLIP model {name_or_path!r}: no such file, and not a known model name "
+            f"(known: {', '.join(clip.available_models())})."
+        )
+    root = download_root or DEFAULT_CLIP_CACHE
+    expected = os.path.join(root, os.path.basename(clip.clip._MODELS[name_or_path]))
+    if os.path.isfile(expected):
+        return expected
+    try:
+        return clip.clip._download(clip.clip._MODELS[name_or_path], root)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        raise FileNotFoundError(
+            f"CLIP model {name_or_path!r} is not in the cache ({expected}) and could not be downloaded "
+            f"({err}). Run `make weights` on a machine with network access, or copy the file to "
+            f"{expected}, or pass a local file path instead of the model name."
+        ) from err
+
+
+def clip_preprocess(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Differentiable CLIP input from images in [-1, 1], shape (N, 3, H, W).
+
+    Mirrors CLIP's own transform on tensors: [-1,1] -> [0,1], bicubic resize of the shorter
+    side to `resolution` with antialiasing, centre crop, then CLIP mean/std.
+    """
+    x = (images.float() + 1.0) / 2.0
+    h, w = x.shape[-2:]
+    if (h, w) != (resolution, resolution):
+        scale = resolution / min(h, w)
+        size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+        top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+        x = x[..., top : top + resolution, left : left + resolution]
+    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class CLIPWrapper:
+    """Frozen CLIP in eval mode (fp16 on GPU, fp32 on CPU) with normalised encoders.
+
+    A plain object, not an nn.Module, so CLIP's weights never enter our state dicts.
+    """
+
+    def __init__(self, name_or_path: str = "ViT-B/32", device: str | torch.device = "cpu",
+                 download_root: str | None = None):
+        self.name_or_path = name_or_path
+        path = resolve_clip_file(name_or_path, download_root)
+        model, _ = clip.load(path, device="cpu", jit=False)
+        model.float().eval().requires_grad_(False)
+        self.model = model
+        self.device = torch.device("cpu")
+        self.to(device)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def input_resolution(self) -> int:
+        return int(self.model.visual.input_resolution)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.visual.conv1.weight.dtype
+
+    def to(self, device: str | torch.device) -> CLIPWrapper:
+        """Move CLIP; on CUDA it runs in fp16 as OpenAI ships it, on CPU in fp32."""
+        device = torch.device(device)
+        self.model.to(device)
+        self.model.half() if device.type == "cuda" else self.model.float()
+        self.device = device
+        return self
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return clip.tokenize(list(texts), context_length=self.model.context_length, truncate=True)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised float32 text embeddings (N, D), computed with autocast off."""
+        tokens = self.tokenize(texts).to(self.device)
+        with torch.autocast(self.device.type, enabled=False):
+            emb = self.model.encode_text(tokens).float()
+        return F.normalize(emb, dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 image embeddings (N, D) of images in [-1, 1]; differentiable."""
+        x = clip_preprocess(images, self.input_resolution).to(self.device, self.dtype)
+        emb = self.model.encode_image(x).float()
+        return F.normalize(emb, dim=-1)

@@ -1,0 +1,1 @@
+"""Plain-PyTorch networks: StyleGAN2 generator, audio encoder."""
