@@ -1,0 +1,66 @@
+"""Reading audio files into mono float32 waveforms, and cropping or padding them to a fixed length.
+
+Decoding uses soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, ...); the container format is sniffed from the
+file's header, not its extension. Stereo is averaged to mono; a file at another rate is resampled with
+torchaudio's band-limited sinc resampler. Any failure raises `AudioDecodeError` naming the file, so that
+a dataset can replace the clip and count it instead of crashing a long run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+
+class AudioDecodeError(RuntimeError):
+    """A file that cannot be read as audio (corrupt, empty, unsupported, or containing NaN/inf samples)."""
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
+    """Decode `path` to a mono float32 waveform of shape (T,) at `sample_rate` Hz."""
+    try:
+        data, file_rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
+        raise AudioDecodeError(f"{path}: cannot decode audio ({err})") from err
+    if data.shape[0] == 0:
+        raise AudioDecodeError(f"{path}: the file holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioDecodeError(f"{path}: the file holds NaN or infinite samples")
+    # (T, C) -> (T,): average the channels (the usual downmix; ffmpeg -ac 1 does the same).
+    wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if file_rate != sample_rate:
+        wave = AF.resample(wave, int(file_rate), int(sample_rate))
+    return wave.contiguous()
+
+
+def crop_or_pad(
+    wave: torch.Tensor,
+    length: int,
+    mode: Literal["random", "center"] = "random",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Cut or zero-pad the last dimension of `wave` to exactly `length` samples.
+
+    "random" picks the crop start (or, for a short clip, the position of the clip inside the zero
+    padding) uniformly with `generator`; "center" centres it. Training uses random, evaluation center.
+    """
+    if length <= 0:
+        raise ValueError(f"crop_or_pad: length must be positive, got {length}")
+    if mode not in ("random", "center"):
+        raise ValueError(f"crop_or_pad: mode must be 'random' or 'center', got {mode!r}")
+    n = wave.shape[-1]
+    slack = abs(n - length)
+    if mode == "center":
+        offset = slack // 2
+    else:
+        offset = int(torch.randint(0, slack + 1, (1,), generator=generator).item()) if slack else 0
+    if n >= length:
+        return wave[..., offset : offset + length]
+    out = wave.new_zeros(*wave.shape[:-1], length)
+    out[..., offset : offset + n] = wave
+    return out

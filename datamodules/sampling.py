@@ -1,0 +1,104 @@
+"""Reproducible, resumable sampling: a run killed mid-epoch and resumed sees exactly the same items.
+
+`EpochSampler` shuffles with a permutation that depends only on (seed, epoch) and yields `(epoch, index)`
+keys, so a dataset can derive every random choice of an item (crop offset, replacement of a bad clip)
+from (seed, epoch, index) instead of from global RNG state that a restart does not restore. Lightning
+calls `set_epoch` on it (also through its `DistributedSamplerWrapper` under DDP).
+
+`ResumableDataLoader` follows Lightning's `_Stateful` protocol (`state_dict`/`load_state_dict`): the
+checkpoint records how many batches of which epoch were served, and after a restart the first iteration
+of that epoch skips them at the index level (no decoding of skipped clips).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A CPU generator whose stream is a function of (seed, epoch, index) alone."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+class EpochSampler(Sampler):
+    """Yields `(epoch, index)` for all `size` items, shuffled by a permutation seeded with (seed, epoch)."""
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=item_generator(self.seed, self.epoch, -1 & 0xFFFFFFFF))
+        else:
+            order = torch.arange(self.size)
+        epoch = self.epoch
+        return ((epoch, i) for i in order.tolist())
+
+
+class _SkippingIndexSampler:
+    """Wraps a DataLoader's index sampler; the first iteration after a restore skips the served batches."""
+
+    def __init__(self, loader: ResumableDataLoader, base: Any) -> None:
+        self.loader, self.base = loader, base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.base), self.loader._take_skip(), None)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside the current epoch is saved in and restored from checkpoints."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._served = 0  # batches handed out in the current epoch (restored ones included)
+        self._served_epoch = -1
+        self._restore: dict[str, int] | None = None
+        self._pending_skip = 0
+
+    @property
+    def _index_sampler(self) -> Any:
+        # DataLoader iterators draw indices from this; it is captured once per (persistent) iterator.
+        return _SkippingIndexSampler(self, super()._index_sampler)
+
+    def _sampler_epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    def _take_skip(self) -> int:
+        skip, self._pending_skip = self._pending_skip, 0
+        return skip
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self._sampler_epoch()
+        skip = 0
+        if self._restore is not None and self._restore["epoch"] == epoch:
+            skip = min(self._restore["batches"], len(self))
+        self._restore = None
+        self._pending_skip, self._served, self._served_epoch = skip, skip, epoch
+        return self._count(super().__iter__())
+
+    def _count(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._served_epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._restore = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
