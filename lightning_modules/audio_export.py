@@ -1,0 +1,62 @@
+"""Slim, safe files for the trained audio encoder: architecture + front-end settings + weights, nothing else.
+
+`export_audio_encoder` writes {"format", "version", "config", "state_dict"} (plain types and tensors,
+so `torch.load(weights_only=True)` reads it). `load_audio_encoder` reads such a file, or a Lightning
+checkpoint of `AudioCLIPModule` (which stores the encoder config under "audio_encoder_config" and the
+weights under the "encoder." prefix). CLIP is never part of either file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from lightning_modules.networks.audio_encoder import AudioEncoder
+
+FORMAT = "aiartist.audio_encoder"
+VERSION = 1
+CHECKPOINT_CONFIG_KEY = "audio_encoder_config"
+
+
+def export_audio_encoder(encoder: AudioEncoder, path: str | os.PathLike) -> Path:
+    """Write `encoder` to `path` (parent directories created); refuses to overwrite an existing file."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"export_audio_encoder: {path} exists; remove it or choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    torch.save({"format": FORMAT, "version": VERSION, "config": dict(encoder.config), "state_dict": state}, path)
+    return path
+
+
+def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio encoder file not found: {path}") from None
+    except Exception as err:  # weights_only refuses pickled code: say which file and why
+        raise ValueError(f"{path}: not a safe-loadable audio encoder or checkpoint ({err})") from err
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: expected a dict, found {type(blob).__name__}")
+    if blob.get("format") == FORMAT:
+        if blob.get("version") != VERSION:
+            raise ValueError(f"{path}: audio encoder format version {blob.get('version')}, this code reads {VERSION}")
+        return blob["config"], blob["state_dict"]
+    if CHECKPOINT_CONFIG_KEY in blob and "state_dict" in blob:
+        prefix = "encoder."
+        state = {k[len(prefix):]: v for k, v in blob["state_dict"].items() if k.startswith(prefix)}
+        return blob[CHECKPOINT_CONFIG_KEY], state
+    raise ValueError(f"{path}: neither an exported audio encoder ({FORMAT!r}) nor an AudioCLIPModule checkpoint")
+
+
+def load_audio_encoder(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AudioEncoder:
+    """Rebuild the encoder from an export file or an AudioCLIPModule checkpoint, in eval mode."""
+    config, state = _read(Path(path))
+    encoder = AudioEncoder(**{**config, "pretrained": False})
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the stored architecture "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return encoder.to(map_location).eval()
