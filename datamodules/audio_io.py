@@ -21,8 +21,11 @@ class AudioDecodeError(RuntimeError):
     """A file that cannot be read as audio (corrupt, empty, unsupported, or containing NaN/inf samples)."""
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
-    """Decode `path` to a mono float32 waveform of shape (T,) at `sample_rate` Hz."""
+def load_audio(path: str | os.PathLike, sample_rate: int, resample_kwargs: dict | None = None) -> torch.Tensor:
+    """Decode `path` to a mono float32 waveform of shape (T,) at `sample_rate` Hz.
+
+    `resample_kwargs` go to `torchaudio.functional.resample` (filter choice; its defaults otherwise).
+    """
     try:
         data, file_rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
@@ -34,7 +37,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
     # (T, C) -> (T,): average the channels (the usual downmix; ffmpeg -ac 1 does the same).
     wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
     if file_rate != sample_rate:
-        wave = AF.resample(wave, int(file_rate), int(sample_rate))
+        wave = AF.resample(wave, int(file_rate), int(sample_rate), **(resample_kwargs or {}))
     return wave.contiguous()
 
 

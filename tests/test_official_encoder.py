@@ -1,0 +1,112 @@
+"""The official audio encoder variant loads the released state-dict layout and computes what the official
+model (a 1->3 conv, then timm's resnet18 with 512 classes) computes with the same weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
+from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
+
+
+class TimmOfficialModel(nn.Module):
+    """The official AudioEncoder as its code defines it (without ImageNet init): the oracle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, (3, 3))
+        self.feature_extractor = timm.create_model("resnet18", num_classes=512, pretrained=False)
+
+    def forward(self, x):
+        return self.feature_extractor(self.conv(x))
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    torch.manual_seed(0)
+    model = TimmOfficialModel()
+    with torch.no_grad():  # random BatchNorm statistics, so eval mode is not an identity
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _waveforms() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(3 * 44100) / 44100
+    tones = torch.stack([torch.sin(2 * math.pi * f * t) for f in (330.0, 2500.0)])
+    return 0.4 * tones + 0.05 * torch.randn(2, t.numel(), generator=g)
+
+
+@pytest.mark.parametrize("prefix", ["module.", ""])
+def test_released_layout_loads_and_matches_the_official_forward(tmp_path, oracle, prefix):
+    path = tmp_path / "resnet18_57.pth"
+    torch.save({prefix + k: v for k, v in oracle.state_dict().items()}, path)
+    encoder = load_audio_encoder(path)
+    assert isinstance(encoder, OfficialAudioEncoder) and not encoder.training
+    wave = _waveforms()
+    with torch.no_grad():
+        spec = encoder.frontend(wave)
+        expected = torch.nn.functional.normalize(oracle(spec), dim=-1)
+        got = encoder(wave)
+    assert got.shape == (2, 512)
+    torch.testing.assert_close(got.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_keys_are_the_released_files_keys(oracle):
+    ours = OfficialAudioEncoder().state_dict()
+    theirs = oracle.state_dict()
+    assert set(ours) == set(theirs)
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+
+
+def test_export_round_trip_and_overrides(tmp_path, oracle):
+    path = tmp_path / "resnet18_57.pth"
+    torch.save(oracle.state_dict(), path)
+    encoder = load_audio_encoder(path, crop="manipulation")
+    assert encoder.frontend.crop == "manipulation" and encoder.config["crop"] == "manipulation"
+    exported = export_audio_encoder(encoder, tmp_path / "official_export.pt")
+    again = load_audio_encoder(exported)
+    assert isinstance(again, OfficialAudioEncoder) and again.config == encoder.config
+    wave = _waveforms()
+    with torch.no_grad():
+        torch.testing.assert_close(again(wave), encoder(wave), rtol=0, atol=0)
+
+
+def test_spec_augment_only_when_training_and_asked(oracle):
+    encoder = OfficialAudioEncoder(spec_augment=True)
+    encoder.load_state_dict(oracle.state_dict())
+    wave = _waveforms()[:, : 44100]
+    with torch.no_grad():
+        encoder.eval()
+        plain = encoder(wave)
+        torch.testing.assert_close(encoder(wave, augment=True), plain, rtol=0, atol=0)
+        encoder.train()
+        a = encoder(wave, generator=torch.Generator().manual_seed(3))
+        b = encoder(wave, generator=torch.Generator().manual_seed(3))
+        c = encoder(wave, augment=False, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c, rtol=0, atol=1e-6)  # the masks changed the input
+
+
+def test_wrong_files_are_rejected_with_the_path(tmp_path, oracle):
+    other = tmp_path / "not_official.pth"
+    torch.save({"backbone.conv1.weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="not_official.pth"):
+        load_audio_encoder(other)
+    partial = tmp_path / "partial.pth"
+    state = dict(oracle.state_dict())
+    del state["feature_extractor.layer4.1.bn2.weight"]
+    torch.save(state, partial)
+    with pytest.raises(ValueError, match="partial.pth"):
+        load_audio_encoder(partial)
