@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from stylegan2_ops._impl import choose_impl
+from stylegan2_ops._impl import choose_impl, kernels
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,6 @@ def bias_act(
     impl = choose_impl(impl, x, "bias_act")
     if impl == "ref":
         return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
-    from stylegan2_ops._bias_act_autograd import bias_act_kernel
-
     return bias_act_kernel(x, b, dim, act, alpha, gain, clamp, impl)
 
 
@@ -119,3 +117,97 @@ def fused_leaky_relu(
 ) -> torch.Tensor:
     """Bias along dim 1, leaky ReLU, gain: the generator's activation (rosinality's `fused_leaky_relu`)."""
     return bias_act(x, bias, dim=1, act="lrelu", alpha=negative_slope, gain=scale, clamp=clamp, impl=impl)
+
+
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(0, dtype=like.dtype, device=like.device)
+
+
+def bias_act_kernel(
+    x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float, clamp: float, impl: str
+) -> torch.Tensor:
+    """bias_act through the compiled kernels ('cpp' or 'cuda'), differentiable twice."""
+    spec = ACTIVATIONS[act]
+    # act' is a function of sign(y) for linear and relu, and for lrelu while its slope keeps the sign.
+    from_y = spec.grad_from_y and (act != "lrelu" or alpha > 0)
+    if b is not None:
+        b = b.to(x.dtype)
+    return _BiasAct.apply(x, b, (dim, spec.code, from_y, alpha, gain, clamp, impl))
+
+
+class _BiasAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, params):
+        dim, code, from_y, alpha, gain, clamp, impl = params
+        bc = _empty(x) if b is None else b.contiguous()
+        y = kernels(impl).bias_act_forward(x.contiguous(), bc, dim, code, alpha, gain, clamp)
+        # lrelu and friends keep only y; the others keep x and b (the originals, so that double backward reaches
+        # them through the graph).
+        ctx.save_for_backward(*((y,) if from_y else (x, b)))
+        ctx.params = params
+        ctx.has_b = b is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        from_y = ctx.params[2]
+        if from_y:
+            (y,) = ctx.saved_tensors
+            x = b = None
+        else:
+            x, b = ctx.saved_tensors
+            y = None
+        dx, db = _BiasActGrad.apply(dy, x, b, y, ctx.params, ctx.has_b and ctx.needs_input_grad[1])
+        return dx, (db if ctx.has_b and ctx.needs_input_grad[1] else None), None
+
+
+class _BiasActGrad(torch.autograd.Function):
+    """(dx, db) = (dy * d/dz bias_act, sum of dx over every axis but dim), itself differentiable once more."""
+
+    @staticmethod
+    def forward(ctx, dy, x, b, y, params, want_db):
+        dim, code, from_y, alpha, gain, clamp, impl = params
+        e = _empty(dy)
+        dx, db = kernels(impl).bias_act_grad(
+            dy.contiguous(),
+            e if x is None else x.contiguous(),
+            e if b is None else b.contiguous(),
+            e if y is None else y,
+            dim,
+            code,
+            1,
+            alpha,
+            gain,
+            clamp,
+            want_db,
+        )
+        ctx.save_for_backward(dy, x, b, y)
+        ctx.params = params
+        return dx, (db if want_db else e)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ddx, ddb):
+        dy, x, b, y = ctx.saved_tensors
+        dim, code, from_y, alpha, gain, clamp, impl = ctx.params
+        ext = kernels(impl)
+        e = _empty(dy)
+        xc = e if x is None else x.contiguous()
+        bc = e if b is None else b.contiguous()
+        if ddx is None:
+            ddx = torch.zeros_like(dy)
+        if ddb is not None and ddb.numel() > 0:  # db = sum(dx): its gradient spreads back over dx
+            ddx = ddx + ddb.reshape(_bias_shape(dy, dim))
+        # dx is linear in dy with coefficient gain * act'(z): the same kernel maps ddx to d(dy).
+        d_dy, _ = ext.bias_act_grad(
+            ddx.contiguous(), xc, bc, e if y is None else y, dim, code, 1, alpha, gain, clamp, False
+        )
+        d_x = d_b = None
+        if not from_y and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            # d(dx)/dz = dy * gain * act''(z); act'' vanishes almost everywhere for the y-saving activations.
+            d_x, d_b = ext.bias_act_grad(
+                (ddx * dy).contiguous(), xc, bc, e, dim, code, 2, alpha, gain, clamp, b is not None
+            )
+            if b is None or not ctx.needs_input_grad[2]:
+                d_b = None
+        return d_dy, d_x, d_b, None, None, None

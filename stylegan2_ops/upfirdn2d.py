@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylegan2_ops._impl import choose_impl
+from stylegan2_ops._impl import choose_impl, kernels
 
 IntOrPair = int | Sequence[int]
 Padding = int | Sequence[int]
@@ -101,14 +101,15 @@ def upfirdn2d_ref(
     # Pad with zeros, then crop where the padding is negative.
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
-    # conv2d correlates; a true convolution flips the filter first.
-    f = f.to(x.dtype) * (gain ** (f.ndim / 2))
+    # conv2d correlates; a true convolution flips the filter first. A separable filter filters the rows, then
+    # the columns; the gain is applied once.
+    f = f.to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), groups=c)
+        x = F.conv2d(x, (f * gain)[None, None].expand(c, 1, *f.shape), groups=c)
     else:
-        x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, -1), groups=c)
+        x = F.conv2d(x, (f * gain)[None, None, None, :].expand(c, 1, 1, -1), groups=c)
         x = F.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), groups=c)
     return x[:, :, ::downy, ::downx]
 
@@ -134,6 +135,8 @@ def upfirdn2d(
         f = torch.ones(1, 1, dtype=torch.float32, device=x.device)
     if f.ndim not in (1, 2):
         raise ValueError(f"upfirdn2d: f must be 1-D or 2-D, got shape {tuple(f.shape)}")
+    if f.device != x.device:
+        raise ValueError(f"upfirdn2d: f is on {f.device} but x on {x.device} (setup_filter(..., device=x.device))")
     up = parse_scaling(up, "up")
     down = parse_scaling(down, "down")
     padding = parse_padding(padding)
@@ -148,9 +151,7 @@ def upfirdn2d(
     impl = choose_impl(impl, x, "upfirdn2d")
     if impl == "ref":
         return upfirdn2d_ref(x, f, up, down, padding, flip_filter, float(gain))
-    from stylegan2_ops._upfirdn2d_autograd import upfirdn2d_kernel
-
-    return upfirdn2d_kernel(x, f, up, down, padding, flip_filter, float(gain), impl)
+    return _Upfirdn2d.apply(x, f, up, down, padding, flip_filter, float(gain), impl)
 
 
 def filter2d(
@@ -200,3 +201,56 @@ def downsample2d(
     fw, fh = filter_size(f)
     p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
     return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+def _correlate(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    flip_filter: bool,
+    gain: float,
+    impl: str,
+) -> torch.Tensor:
+    """One call of the compiled kernel per filter axis (two for a separable filter), taps flipped and scaled."""
+    ext = kernels(impl)
+    w = f.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    if not flip_filter:
+        w = w.flip(list(range(w.ndim)))
+    upx, upy = up
+    downx, downy = down
+    px0, px1, py0, py1 = padding
+    x = x.contiguous()
+    if f.ndim == 2:
+        return ext.upfirdn2d_forward(x, (w * gain).contiguous(), upx, upy, downx, downy, px0, px1, py0, py1)
+    x = ext.upfirdn2d_forward(x, (w * gain)[None, :].contiguous(), upx, 1, downx, 1, px0, px1, 0, 0)
+    return ext.upfirdn2d_forward(x, w[:, None].contiguous(), 1, upy, 1, downy, 0, 0, py0, py1)
+
+
+class _Upfirdn2d(torch.autograd.Function):
+    """upfirdn2d whose gradient is upfirdn2d again (so gradients of every order exist); none for the filter."""
+
+    @staticmethod
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain, impl):
+        ctx.save_for_backward(f)
+        ctx.params = (up, down, padding, flip_filter, gain, impl)
+        ctx.in_hw = (x.shape[2], x.shape[3])
+        return _correlate(x, f, up, down, padding, flip_filter, gain, impl)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain, impl = ctx.params
+        in_h, in_w = ctx.in_hw
+        out_h, out_w = dy.shape[2], dy.shape[3]
+        fw, fh = filter_size(f)
+        # The adjoint: up and down swap, the filter flips, and the padding makes the output the input's size.
+        p = (
+            fw - px0 - 1,
+            in_w * upx - out_w * downx + px0 - upx + 1,
+            fh - py0 - 1,
+            in_h * upy - out_h * downy + py0 - upy + 1,
+        )
+        dx = _Upfirdn2d.apply(dy, f, (downx, downy), (upx, upy), p, not flip_filter, gain, impl)
+        return dx, None, None, None, None, None, None, None

@@ -1,0 +1,198 @@
+// CUDA kernels of bias_act and upfirdn2d: float16, bfloat16, float32, float64 (16-bit types computed in float32).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "bias_act_math.h"
+#include "ops_cuda.h"
+#include "upfirdn2d_math.h"
+
+namespace sg2 {
+namespace {
+
+template <typename T>
+struct AccType {
+  using type = float;
+};
+template <>
+struct AccType<double> {
+  using type = double;
+};
+
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+
+template <typename T>
+__device__ __forceinline__ T from_acc(typename AccType<T>::type v);
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ float from_acc<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ double from_acc<double>(double v) { return v; }
+
+constexpr int kThreads = 256;
+
+inline unsigned blocks_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
+
+template <typename T, int A>
+__global__ void bias_act_forward_kernel(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y,
+                                        int64_t n, int64_t channels, int64_t inner, typename AccType<T>::type alpha,
+                                        typename AccType<T>::type gain, typename AccType<T>::type clamp) {
+  using acc_t = typename AccType<T>::type;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+    const acc_t bv = b ? to_acc(b[(i / inner) % channels]) : acc_t(0);
+    y[i] = from_acc<T>(forward<A, acc_t>(to_acc(x[i]), bv, alpha, gain, clamp));
+  }
+}
+
+template <typename T, int A>
+__global__ void bias_act_grad_kernel(const T* __restrict__ g, const T* __restrict__ ref, const T* __restrict__ b,
+                                     T* __restrict__ dx, int64_t n, int64_t channels, int64_t inner, int order,
+                                     bool from_y, typename AccType<T>::type alpha, typename AccType<T>::type gain,
+                                     typename AccType<T>::type clamp) {
+  using acc_t = typename AccType<T>::type;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+    const acc_t gv = to_acc(g[i]), rv = to_acc(ref[i]);
+    acc_t d;
+    if (from_y) {
+      d = grad_from_y<A, acc_t>(gv, rv, alpha, gain, clamp);
+    } else {
+      const acc_t bv = b ? to_acc(b[(i / inner) % channels]) : acc_t(0);
+      d = grad_from_x<A, acc_t>(gv, rv, bv, alpha, gain, clamp, order);
+    }
+    dx[i] = from_acc<T>(d);
+  }
+}
+
+// One thread per output sample; only the taps that meet input samples are visited.
+template <typename T>
+__global__ void upfirdn2d_kernel(const T* __restrict__ x, const typename AccType<T>::type* __restrict__ w,
+                                 T* __restrict__ out, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
+                                 int64_t out_w, int64_t kh, int64_t kw, int64_t upx, int64_t upy, int64_t downx,
+                                 int64_t downy, int64_t px0, int64_t py0) {
+  using acc_t = typename AccType<T>::type;
+  const int64_t n = planes * out_h * out_w;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n;
+       idx += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t ox = idx % out_w, oy = (idx / out_w) % out_h, plane = idx / (out_w * out_h);
+    const AxisTaps tx = axis_taps(ox, upx, downx, px0, kw, in_w);
+    const AxisTaps ty = axis_taps(oy, upy, downy, py0, kh, in_h);
+    const T* xp = x + (plane * in_h + ty.i0) * in_w + tx.i0;
+    const acc_t* wp = w + ty.j0 * kw + tx.j0;
+    acc_t s = 0;
+    for (int64_t t = 0; t < ty.count; ++t) {
+      const T* xr = xp + t * in_w;
+      const acc_t* wr = wp + t * upy * kw;
+      for (int64_t u = 0; u < tx.count; ++u) s += to_acc(xr[u]) * wr[u * upx];
+    }
+    out[idx] = from_acc<T>(s);
+  }
+}
+
+// Calls body(T{}, integral_constant<A>) for the element type and activation.
+template <typename T, typename Body>
+cudaError_t dispatch_act(int act, Body&& body) {
+  switch (act) {
+    case kLinear: return body(T{}, std::integral_constant<int, kLinear>{});
+    case kRelu: return body(T{}, std::integral_constant<int, kRelu>{});
+    case kLrelu: return body(T{}, std::integral_constant<int, kLrelu>{});
+    case kTanh: return body(T{}, std::integral_constant<int, kTanh>{});
+    case kSigmoid: return body(T{}, std::integral_constant<int, kSigmoid>{});
+    case kElu: return body(T{}, std::integral_constant<int, kElu>{});
+    case kSelu: return body(T{}, std::integral_constant<int, kSelu>{});
+    case kSoftplus: return body(T{}, std::integral_constant<int, kSoftplus>{});
+    case kSwish: return body(T{}, std::integral_constant<int, kSwish>{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename Body>
+cudaError_t dispatch_type_act(int dtype, int act, Body&& body) {
+  switch (dtype) {
+    case kHalf: return dispatch_act<__half>(act, body);
+    case kBFloat16: return dispatch_act<__nv_bfloat16>(act, body);
+    case kFloat: return dispatch_act<float>(act, body);
+    case kDouble: return dispatch_act<double>(act, body);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// Calls body(T{}) for the element type.
+template <typename Body>
+cudaError_t dispatch_type(int dtype, Body&& body) {
+  switch (dtype) {
+    case kHalf: return body(__half{});
+    case kBFloat16: return body(__nv_bfloat16{});
+    case kFloat: return body(float{});
+    case kDouble: return body(double{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// The clamp as the element type rounds it: y was stored as T, so "|y| reached c" compares against T(c).
+template <typename T>
+typename AccType<T>::type clamp_as_stored(double clamp);
+template <>
+float clamp_as_stored<__half>(double clamp) { return __half2float(__float2half_rn(float(clamp))); }
+template <>
+float clamp_as_stored<__nv_bfloat16>(double clamp) { return __bfloat162float(__float2bfloat16_rn(float(clamp))); }
+template <>
+float clamp_as_stored<float>(double clamp) { return float(clamp); }
+template <>
+double clamp_as_stored<double>(double clamp) { return clamp; }
+
+}  // namespace
+
+cudaError_t launch_bias_act_forward(int dtype, const void* x, const void* b, void* y, int64_t n, int64_t channels,
+                                    int64_t inner, int act, double alpha, double gain, double clamp,
+                                    cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  return dispatch_type_act(dtype, act, [&](auto t, auto a) {
+    using T = decltype(t);
+    using acc_t = typename AccType<T>::type;
+    bias_act_forward_kernel<T, decltype(a)::value><<<blocks_for(n), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(b), static_cast<T*>(y), n, channels, inner, acc_t(alpha),
+        acc_t(gain), acc_t(clamp));
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t launch_bias_act_grad(int dtype, const void* g, const void* ref, const void* b, void* dx, int64_t n,
+                                 int64_t channels, int64_t inner, int act, int order, bool from_y, double alpha,
+                                 double gain, double clamp, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  return dispatch_type_act(dtype, act, [&](auto t, auto a) {
+    using T = decltype(t);
+    using acc_t = typename AccType<T>::type;
+    const acc_t c = clamp >= 0 && from_y ? clamp_as_stored<T>(clamp) : acc_t(clamp);
+    bias_act_grad_kernel<T, decltype(a)::value><<<blocks_for(n), kThreads, 0, stream>>>(
+        static_cast<const T*>(g), static_cast<const T*>(ref), static_cast<const T*>(b), static_cast<T*>(dx), n,
+        channels, inner, order, from_y, acc_t(alpha), acc_t(gain), c);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t launch_upfirdn2d(int dtype, const void* x, const void* w, void* out, int64_t planes, int64_t in_h,
+                             int64_t in_w, int64_t out_h, int64_t out_w, int64_t kh, int64_t kw, int64_t upx,
+                             int64_t upy, int64_t downx, int64_t downy, int64_t px0, int64_t py0,
+                             cudaStream_t stream) {
+  const int64_t n = planes * out_h * out_w;
+  if (n == 0) return cudaSuccess;
+  return dispatch_type(dtype, [&](auto t) {
+    using T = decltype(t);
+    using acc_t = typename AccType<T>::type;
+    upfirdn2d_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const acc_t*>(w), static_cast<T*>(out), planes, in_h, in_w, out_h,
+        out_w, kh, kw, upx, upy, downx, downy, px0, py0);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace sg2
