@@ -101,4 +101,13 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": self._served_epoch, "batches": self._served}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._restore = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if epoch < 0:  # saved before the first batch
+            return
+        if batches >= len(self):  # the saved epoch was complete: the run resumes with the next one
+            epoch, batches = epoch + 1, 0
+        # Lightning creates the first iterator after a restore before it calls `set_epoch`, and worker
+        # processes draw indices at creation: put the sampler on the right epoch now.
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+        self._restore = {"epoch": epoch, "batches": batches}

@@ -174,7 +174,7 @@ def _wind(rng: Rng, n: int, sr: int) -> np.ndarray:
     for ratio in (0.6, 1.0, 1.6):  # neighbouring bands swell in turn: a wandering resonance
         band = _bandpass(rng.standard_normal(n), sr, fc * ratio, rng.uniform(0.15, 0.35))
         out += band * (0.6 + 0.4 * _smooth(rng, n, sr, rng.uniform(0.5, 1.5)))
-    gust = 0.55 + 0.45 * _smooth(rng, n, sr, rng.uniform(0.4, 1.2))
+    gust = 0.6 + 0.4 * _smooth(rng, n, sr, rng.uniform(0.4, 1.2))  # gusts: 0.2 .. 1.0
     return out * gust
 
 
