@@ -102,3 +102,33 @@ def tiny_clip_jit_path(tmp_path_factory) -> str:
 def tiny_clip_path(tiny_clip_state_dict_path) -> str:
     """Default tiny CLIP file for tests that do not care about the format."""
     return tiny_clip_state_dict_path
+
+
+# A StyleGAN2 generator small enough to build and run in milliseconds; real architecture otherwise.
+TINY_GENERATOR = dict(size=16, style_dim=32, n_mlp=2, channels={4: 32, 8: 32, 16: 16})
+
+
+def build_tiny_generator(seed: int = 0, **overrides):
+    """A tiny `Generator` (TINY_GENERATOR, overridable) whose zero-initialised noise strengths and biases are made
+    random too, so that every path of the network contributes to the image."""
+    from lightning_modules.networks.stylegan2 import Generator
+
+    torch.manual_seed(seed)
+    G = Generator(**{**TINY_GENERATOR, **overrides})
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if torch.all(p == 0):
+                p.normal_(0, 0.3)
+            elif name.endswith("modulation.bias"):
+                p.add_(0.3 * torch.randn_like(p))
+    return G.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_path(tmp_path_factory) -> str:
+    """build_tiny_generator() saved by save_generator in rosinality's .pt format; load with load_generator."""
+    from lightning_modules.networks.checkpoints import save_generator
+
+    path = tmp_path_factory.mktemp("generator") / "tiny_generator.pt"
+    save_generator(build_tiny_generator(), path)
+    return str(path)
