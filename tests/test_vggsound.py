@@ -15,12 +15,8 @@ import torch
 from datamodules.audio_io import load_audio
 from datamodules.sampling import EpochSampler
 from datamodules.soundzoo import synthesize, write_sound_set
-from datamodules.vggsound import (
-    VGGSoundCSVError,
-    VGGSoundDataModule,
-    index_audio_files,
-    read_vggsound_csv,
-)
+from datamodules.vggsound import VGGSoundDataModule, index_audio_files
+from datamodules.vggsound_csv import VGGSoundCSVError, read_vggsound_csv
 
 SR = 16000
 
