@@ -1,0 +1,262 @@
+"""Projector (image -> W+): round trip on a tiny generator, loss-weight semantics, batching, noise maps,
+image input handling, the command line, the output format the edit side reads, and the projection cache."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from datamodules.image_io import ImageLoadError, load_image
+from lightning_modules.networks.stylegan2 import Generator
+from lightning_modules.projection import (
+    LPIPSUnavailableError,
+    ProjectionConfig,
+    Projector,
+    lpips_backbone_file,
+    noise_regularization,
+    normalize_noise_,
+)
+
+FAST = dict(w_avg_samples=1000, lpips_download=False)
+
+
+def tiny_generator(seed: int = 0, noise_strength: float = 0.0) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator(16, style_dim=32, n_mlp=2, channels={4: 32, 8: 32, 16: 16})
+    for i, conv in enumerate([G.conv1, *G.convs]):
+        conv.noise.weight.data.fill_(noise_strength * (1 + 0.1 * i))  # zero at init; non-zero makes noise matter
+    return G.eval()
+
+
+@torch.no_grad()
+def known_targets(G: Generator, n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of known W+ codes: every layer its own mapped z (a genuine W+ point, not a broadcast w)."""
+    z = torch.randn(n * G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(seed))
+    w_plus = G.mapping(z).reshape(n, G.n_latent, G.style_dim)
+    return w_plus, G.synthesis(w_plus)
+
+
+@torch.no_grad()
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).square().mean(dim=(1, 2, 3))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a second intra-op thread only adds spin-waiting on these shared 2-core machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+    """A torch hub cache without any ImageNet weights (LPIPS unavailable, as offline)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path / "torch_home"
+
+
+@pytest.fixture
+def squeeze_lpips_home(empty_torch_home):
+    """A hub cache holding a (randomly initialised) torchvision SqueezeNet 1.1 file where LPIPS looks for it."""
+    _, path = lpips_backbone_file("squeeze")
+    os.makedirs(os.path.dirname(path))
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def test_round_trip_recovers_a_generated_image(empty_torch_home):
+    """Pixel term only (perceptual weights 0): the image of a known W+ is reproduced far better than at the start."""
+    G = tiny_generator()
+    _, targets = known_targets(G, 2)
+    cfg = ProjectionConfig(steps=200, lpips_weight=0.0, clip_weight=0.0, pixel_weight=1.0, **FAST)
+    projector = Projector(G, cfg)
+    start = G.synthesis(projector.w_avg.reshape(1, 1, -1).expand(2, G.n_latent, -1))
+    result = projector.project(targets, progress=False)
+
+    err_start, err_end = mse(start, targets), mse(result.images, targets)
+    assert torch.all(err_end < 0.02), err_end
+    assert torch.all(err_end < err_start / 25), (err_start, err_end)
+    assert result.w_plus.shape == (2, G.n_latent, G.style_dim)
+    # The saved code alone reproduces the reconstruction with the generator's fixed noise (what edits use).
+    torch.testing.assert_close(G.synthesis(result.w_plus), result.images)
+    assert set(result.history) == {"pixel", "total"}  # zero-weight terms are not computed
+    assert result.noise is None
+    assert all(m["psnr"] > 20 and m["lpips"] is None for m in result.metrics)
+    assert any("LPIPS unavailable" in note for note in projector.notes)
+
+
+def test_pixel_weight_zero_lpips_alone_drives(squeeze_lpips_home):
+    G = tiny_generator()
+    _, targets = known_targets(G, 2)
+    cfg = ProjectionConfig(steps=60, lpips_net="squeeze", lpips_resolution=64, pixel_weight=0.0, **FAST)
+    result = Projector(G, cfg).project(targets, progress=False)
+    assert set(result.history) == {"lpips", "total"}
+    first, last = result.history["lpips"][0], result.history["lpips"][-1]
+    assert torch.all(last < first / 3), (first, last)
+    assert all(m["lpips"] is not None and m["lpips_net"] == "squeeze" for m in result.metrics)
+
+
+def test_pixel_weight_zero_clip_alone_drives(tiny_clip_path, empty_torch_home):
+    G = tiny_generator()
+    _, targets = known_targets(G, 2)
+    cfg = ProjectionConfig(steps=60, lpips_weight=0.0, clip_weight=1.0, pixel_weight=0.0, clip_model=tiny_clip_path,
+                           **FAST)
+    result = Projector(G, cfg).project(targets, progress=False)
+    assert set(result.history) == {"clip", "total"}
+    first, last = result.history["clip"][0], result.history["clip"][-1]
+    assert torch.all(last < first / 2), (first, last)
+    assert all(m["clip_cosine"] > 1 - float(first.min()) for m in result.metrics)
+
+
+def test_lpips_unavailable_follows_the_fallback(tiny_clip_path, empty_torch_home):
+    G = tiny_generator()
+    base = dict(lpips_weight=0.5, clip_weight=0.25, pixel_weight=1.0, clip_model=tiny_clip_path, **FAST)
+
+    with pytest.raises(LPIPSUnavailableError, match="squeezenet1_1-b8a52dc0.pth"):
+        Projector(G, ProjectionConfig(lpips_net="squeeze", lpips_fallback="error", **base))
+    with pytest.warns(UserWarning, match="LPIPS term dropped"):
+        dropped = Projector(G, ProjectionConfig(lpips_fallback="drop", **base))
+    assert dropped.loss.weights == {"clip": 0.25, "pixel": 1.0}
+    with pytest.warns(UserWarning, match="LPIPS term dropped"):
+        moved = Projector(G, ProjectionConfig(lpips_fallback="clip", **base))
+    assert moved.loss.weights == {"clip": 0.75, "pixel": 1.0}
+    with pytest.raises(ValueError, match="nothing would drive"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Projector(G, ProjectionConfig(lpips_weight=1.0, clip_weight=0.0, pixel_weight=0.0, **FAST))
+
+
+def test_batched_equals_per_image():
+    """Each image has its own W+, noise maps, exploration noise (seeded) and loss: the batch changes nothing."""
+    G = tiny_generator(noise_strength=0.3)
+    _, targets = known_targets(G, 3)
+    cfg = ProjectionConfig(steps=40, lpips_weight=0.0, optimize_noise=True, **FAST)
+    projector = Projector(G, cfg)
+    seeds = [5, 6, 7]
+    batched = projector.project(targets, seeds=seeds, progress=False)
+    for i, seed in enumerate(seeds):
+        alone = projector.project(targets[i : i + 1], seeds=[seed], progress=False)
+        torch.testing.assert_close(batched.w_plus[i : i + 1], alone.w_plus, atol=1e-5, rtol=1e-5)
+        for nb, na in zip(batched.noise, alone.noise):
+            torch.testing.assert_close(nb[i : i + 1], na, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched.history["total"][:, i : i + 1], alone.history["total"], atol=1e-5,
+                                   rtol=1e-4)
+    # Different seeds give different exploration noise, hence different codes.
+    other = projector.project(targets[:1], seeds=[99], progress=False)
+    assert not torch.allclose(other.w_plus, batched.w_plus[:1], atol=1e-4)
+
+
+def test_noise_optimisation_keeps_maps_gaussian():
+    G = tiny_generator(noise_strength=0.3)
+    _, targets = known_targets(G, 2)
+    cfg = ProjectionConfig(steps=30, lpips_weight=0.0, optimize_noise=True, **FAST)
+    result = Projector(G, cfg).project(targets, progress=False)
+    for noise in result.noise:
+        assert not torch.equal(noise[:1], noise[1:])  # each image its own maps
+        torch.testing.assert_close(noise.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(noise.std(dim=(1, 2, 3)), torch.ones(2), atol=1e-5, rtol=0)
+    assert "noise_reg" in result.history
+    assert all("psnr_fixed_noise" in m for m in result.metrics)
+
+
+def test_noise_regularization_penalises_spatial_correlation():
+    gen = torch.Generator().manual_seed(0)
+    white = torch.randn(2, 1, 64, 64, generator=gen)
+    smooth = torch.nn.functional.interpolate(torch.randn(2, 1, 16, 16, generator=gen), scale_factor=4)
+    normalize_noise_([smooth])
+    reg_white, reg_smooth = noise_regularization([white]), noise_regularization([smooth])
+    assert reg_white.shape == (2,)
+    # White noise: only sampling error (~0.05 here, summed over 4 scales); smooth noise: neighbours correlate.
+    assert torch.all(reg_white < 0.2) and torch.all(reg_smooth > 5.0), (reg_white, reg_smooth)
+    # Per image: the penalty of a batch is the penalty of each image alone.
+    torch.testing.assert_close(noise_regularization([smooth[1:]]), reg_smooth[1:])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="lpips_net"):
+        ProjectionConfig(lpips_net="resnet")
+    with pytest.raises(ValueError, match="pixel_weight"):
+        ProjectionConfig(pixel_weight=-1)
+    with pytest.raises(ValueError, match="steps"):
+        ProjectionConfig(steps=0)
+
+
+def test_wrong_target_shape_is_refused():
+    projector = Projector(tiny_generator(), ProjectionConfig(steps=1, lpips_weight=0.0, **FAST))
+    with pytest.raises(ValueError, match=r"\(N, 3, 16, 16\)"):
+        projector.project(torch.zeros(1, 3, 32, 32), progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Image input
+
+
+def _write(tmp_path, name: str, array: np.ndarray, mode: str | None = None) -> str:
+    path = tmp_path / name
+    img = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    img.save(path)
+    return str(path)
+
+
+def test_unreadable_and_missing_files_are_named(tmp_path):
+    bad = tmp_path / "painting.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(ImageLoadError, match="painting.jpg: not a readable image"):
+        load_image(bad, 16)
+    with pytest.raises(ImageLoadError, match="nowhere.png: no such file"):
+        load_image(tmp_path / "nowhere.png", 16)
+
+
+def test_grayscale_becomes_rgb(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (40, 1))
+    img = load_image(_write(tmp_path, "gray.png", gray), 40)
+    assert img.shape == (3, 40, 40)
+    torch.testing.assert_close(img[0], img[1])
+    torch.testing.assert_close(img[0], img[2])
+    torch.testing.assert_close(img[0], torch.from_numpy(gray).float() / 127.5 - 1)
+
+    deep = (np.tile(np.linspace(0, 65535, 40), (40, 1))).astype(np.uint16)  # 16-bit scans
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    img16 = load_image(path, 40)
+    assert img16.min() == -1 and img16.max() == 1
+
+
+def test_rgba_is_composited_onto_white(tmp_path):
+    rgba = np.zeros((40, 40, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red ...
+    rgba[:, 20:, 3] = 255  # ... opaque on the right half only
+    img = load_image(_write(tmp_path, "alpha.png", rgba), 40)
+    torch.testing.assert_close(img[:, :, :20], torch.ones(3, 40, 20))  # transparent -> white
+    torch.testing.assert_close(img[:, :, 20:], torch.tensor([1.0, -1.0, -1.0]).view(3, 1, 1).expand(3, 40, 20))
+
+
+def test_any_aspect_is_centre_cropped_then_resized(tmp_path):
+    wide = np.zeros((40, 80, 3), dtype=np.uint8)
+    wide[:, :20] = (255, 0, 0)  # red bands left and right fall outside the centred square
+    wide[:, 60:] = (255, 0, 0)
+    wide[:, 20:60] = (0, 0, 255)
+    img = load_image(_write(tmp_path, "wide.png", wide), 16)
+    assert img.shape == (3, 16, 16)
+    torch.testing.assert_close(img, torch.tensor([-1.0, -1.0, 1.0]).view(3, 1, 1).expand(3, 16, 16))
+
+
+def test_tiny_image_is_refused_and_small_one_warns(tmp_path):
+    tiny = _write(tmp_path, "tiny.png", np.zeros((8, 12, 3), dtype=np.uint8))
+    with pytest.raises(ImageLoadError, match=r"tiny.png: image is 12x8 px, smaller than the minimum of 32 px"):
+        load_image(tiny, 16)
+    small = _write(tmp_path, "small.png", np.zeros((40, 40, 3), dtype=np.uint8))
+    with pytest.warns(UserWarning, match="small.png: shorter side 40 px is below the generator resolution 64"):
+        assert load_image(small, 64).shape == (3, 64, 64)
