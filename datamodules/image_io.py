@@ -1,4 +1,4 @@
-"""Reading user images (paintings, photos of paintings) as generator-sized tensors, and writing PNGs.
+"""Reading user images (paintings, photos of paintings) as generator-sized tensors.
 
 Any size, aspect ratio and PIL mode is accepted: the image is turned upright (EXIF orientation),
 converted to RGB (transparency composited onto white, 16-bit greyscale scaled to 8 bit), centre-cropped
@@ -84,17 +84,3 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """uint8 RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
     arr = np.asarray(img, dtype=np.float32)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
-
-
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) tensor in [-1, 1] -> RGB PIL image (values outside the range are clipped)."""
-    arr = ((image.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).numpy())
-
-
-def save_image(image: torch.Tensor, path: str | Path) -> Path:
-    """Write a (3, H, W) tensor in [-1, 1] as a PNG; parent folders are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensor_to_pil(image).save(path)
-    return path

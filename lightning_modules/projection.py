@@ -163,7 +163,8 @@ def fetch_lpips_backbone(net: str = "vgg", download: bool = True) -> str:
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         raise LPIPSUnavailableError(
             f"LPIPS ({net}) needs the ImageNet weights {path}: not cached, and downloading {url} failed "
-            f"({err}). Copy the file there (TORCH_HOME moves the cache) or run `make weights` online."
+            f"({err}). Run the projector once with network access (it fetches the file) or copy the file "
+            f"there (TORCH_HOME moves the cache)."
         ) from err
     return path
 
@@ -299,7 +300,7 @@ class Projector:
                 weights["clip"] += weights["lpips"]
             weights["lpips"] = 0.0
             self.notes.append(f"LPIPS term dropped (lpips_fallback: {config.lpips_fallback}); weights now {weights}")
-            warnings.warn("; ".join(self.notes), stacklevel=2)
+            warnings.warn("\n".join(self.notes), stacklevel=2)
         if not any(w > 0 for w in weights.values()):
             raise ValueError(
                 "all reconstruction weights (lpips_weight, clip_weight, pixel_weight) are zero"

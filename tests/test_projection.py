@@ -3,6 +3,7 @@ image input handling, the command line, the output format the edit side reads, a
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -260,3 +261,116 @@ def test_tiny_image_is_refused_and_small_one_warns(tmp_path):
     small = _write(tmp_path, "small.png", np.zeros((40, 40, 3), dtype=np.uint8))
     with pytest.warns(UserWarning, match="small.png: shorter side 40 px is below the generator resolution 64"):
         assert load_image(small, 64).shape == (3, 64, 64)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line, output format, cache
+
+
+@pytest.fixture
+def painting_files(tmp_path):
+    """Two 'paintings' of different sizes and modes, as users have them."""
+    rng = np.random.default_rng(0)
+    a = tmp_path / "in" / "landscape.jpg"
+    b = tmp_path / "in" / "portrait.png"
+    a.parent.mkdir()
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(a)
+    Image.fromarray(rng.integers(0, 255, (80, 40, 4), dtype=np.uint8), mode="RGBA").save(b)
+    return [str(a), str(b)]
+
+
+@pytest.fixture
+def generator_file(tmp_path):
+    from lightning_modules.networks.checkpoints import save_generator
+
+    path = tmp_path / "tiny_g.pt"
+    save_generator(tiny_generator(), path)
+    return str(path)
+
+
+def test_command_writes_codes_the_edit_side_reads(painting_files, generator_file, tmp_path, empty_torch_home):
+    from experiments.project import DEFAULT_CONFIG, main
+    from lightning_modules.latent_sources import parse_sources, source_wplus
+    from lightning_modules.networks.checkpoints import load_generator
+
+    out = tmp_path / "out"
+    config = tmp_path / "offline.yaml"  # the defaults, but never download LPIPS weights (some CI machines are online)
+    config.write_text((DEFAULT_CONFIG.read_text()).replace("lpips_download: true", "lpips_download: false"))
+    argv = [*painting_files, "--generator", generator_file, "--out", str(out), "--steps", "20", "--batch-size", "1",
+            "--save-every", "10", "--device", "cpu", "--config", str(config)]
+    with pytest.warns(UserWarning, match="LPIPS term dropped"):
+        dirs = main(argv)
+    assert [d.name for d in dirs] == ["landscape", "portrait"]
+    for d in dirs:
+        for name in ("w_plus.pt", "target.png", "reconstruction.png", "metrics.json", "progress/step_00020.png"):
+            assert (d / name).is_file(), d / name
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert metrics["psnr"] > 0 and metrics["lpips"] is None
+        assert metrics["weights"] == {"pixel": 1.0} and any("downloading is off" in n for n in metrics["notes"])
+    assert Image.open(out / "comparison.png").size[0] == 2 * 64
+    # The manipulation side reads the file as a W+ source named after the image, and the code reproduces the
+    # saved reconstruction with the generator's fixed noise.
+    G = load_generator(generator_file)
+    sources = parse_sources([str(dirs[0] / "w_plus.pt")])
+    assert [s.name for s in sources] == ["landscape"]
+    w = source_wplus(sources, G)
+    assert w.shape == (1, G.n_latent, G.style_dim)
+    recon = torch.from_numpy(np.array(Image.open(dirs[0] / "reconstruction.png"))).permute(2, 0, 1).float()
+    regenerated = (G.synthesis(w)[0].clamp(-1, 1) + 1) * 127.5
+    assert (regenerated - recon).abs().max() <= 1.0
+    # Nothing is overwritten without being asked.
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(argv)
+    main([*argv, "--overwrite"])
+
+
+def test_command_names_every_bad_image_before_any_work(painting_files, generator_file, tmp_path):
+    from experiments.project import main
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    tiny = _write(tmp_path, "thumb.png", np.zeros((10, 10, 3), dtype=np.uint8))
+    with pytest.raises(ImageLoadError, match=r"2 of 4 images(.|\n)*broken.jpg(.|\n)*thumb.png"):
+        main([*painting_files, str(bad), tiny, "--generator", generator_file, "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_yaml_documents_every_default():
+    from experiments.project import DEFAULT_CONFIG, load_config
+
+    assert load_config(DEFAULT_CONFIG) == ProjectionConfig()
+    assert load_config(DEFAULT_CONFIG, steps=7, lr=None).steps == 7
+
+
+def test_cache_projects_each_image_once(painting_files, generator_file, tmp_path, empty_torch_home, monkeypatch):
+    from experiments import project
+
+    calls = []
+    real = Projector.project
+
+    def counting(self, targets, *args, **kwargs):
+        calls.append(targets.shape[0])
+        return real(self, targets, *args, **kwargs)
+
+    monkeypatch.setattr(Projector, "project", counting)
+    cfg = ProjectionConfig(steps=5, lpips_weight=0.0, **FAST)
+    cache = tmp_path / "cache"
+    specs = ["seed:3", painting_files[0], "mean", painting_files[1]]
+
+    resolved = project.project_image_sources(specs, generator_file, cache_dir=cache, config=cfg, device="cpu")
+    assert calls == [2]  # both images in one batch
+    assert resolved[0] == "seed:3" and resolved[2] == "mean"
+    assert all(r.endswith("w_plus.pt") and os.path.isfile(r) for r in (resolved[1], resolved[3]))
+    again = project.project_image_sources(specs, generator_file, cache_dir=cache, config=cfg, device="cpu")
+    assert again == resolved and calls == [2]  # cached: no new projection
+
+    # Other settings or other image bytes are other entries.
+    other = ProjectionConfig(steps=6, lpips_weight=0.0, **FAST)
+    project.project_cached(painting_files[0], generator_file, cache, other, device="cpu")
+    assert calls == [2, 1]
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(painting_files[0])
+    changed = project.project_cached(painting_files[0], generator_file, cache, cfg, device="cpu")
+    assert calls == [2, 1, 1] and str(changed) != resolved[1]
+    assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
+    assert project.missing_image_sources(["seed:1", str(tmp_path / "gone.png")]) == [
+        ("source image", str(tmp_path / "gone.png"))]
