@@ -31,10 +31,11 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
@@ -47,8 +48,7 @@ from datamodules.vggsound_csv import CSVRow, read_vggsound_csv
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")  # lookup preference when one clip exists in several formats
-@dataclass(frozen=True)
-class Clip:
+class Clip(NamedTuple):
     """A clip with a file on disk."""
 
     path: str
@@ -71,8 +71,8 @@ def index_audio_files(root: str | os.PathLike) -> dict[str, str]:
                 if entry.is_dir(follow_symlinks=True):
                     stack.append(entry.path)
                     continue
-                stem, ext = os.path.splitext(entry.name)
-                pref = rank.get(ext.lower())
+                stem, dot, ext = entry.name.rpartition(".")
+                pref = rank.get(f".{ext.lower()}") if dot else None
                 if pref is not None and (stem not in found or pref < found[stem][0]):
                     found[stem] = (pref, entry.path)
     return {stem: path for stem, (_, path) in found.items()}
@@ -101,11 +101,17 @@ def stratified_holdout(keys_by_class: dict[int, list[str]], fraction: float, see
 
 
 class AudioClipDataset(Dataset):
-    """Clips as dicts {waveform, label, label_name, bad}; see the module docstring for cropping and bad clips."""
+    """Clips as dicts {waveform, label, label_name, bad}; see the module docstring for cropping and bad clips.
+
+    Paths and labels live in numpy arrays rather than lists of Python objects: DataLoader workers are forked,
+    and touching the reference counts of 200k Python strings would copy every page they sit on into each worker.
+    """
 
     def __init__(
         self,
-        clips: list[Clip],
+        paths: Sequence[str],
+        labels: Sequence[int],
+        keys: Sequence[str],
         class_names: list[str],
         sample_rate: int,
         num_samples: int,
@@ -114,17 +120,25 @@ class AudioClipDataset(Dataset):
         silence_threshold: float = 1e-4,
         max_replacements: int = 20,
     ) -> None:
-        self.clips, self.class_names = clips, class_names
+        self.paths = np.array(paths, dtype=np.str_)
+        self.labels = np.array(labels, dtype=np.int64)
+        self.keys = np.array(keys, dtype=np.str_)
+        self.class_names = class_names
         self.sample_rate, self.num_samples, self.train, self.seed = sample_rate, num_samples, train, seed
         self.silence_threshold, self.max_replacements = silence_threshold, max_replacements
 
-    def __len__(self) -> int:
-        return len(self.clips)
+    @property
+    def clips(self) -> list[Clip]:
+        return [Clip(str(p), int(label), str(k)) for p, label, k in zip(self.paths, self.labels, self.keys)]
 
-    def _read(self, clip: Clip) -> torch.Tensor:
-        wave = load_audio(clip.path, self.sample_rate)
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _read(self, index: int) -> torch.Tensor:
+        path = str(self.paths[index])
+        wave = load_audio(path, self.sample_rate)
         if wave.abs().max().item() < self.silence_threshold:
-            raise AudioDecodeError(f"{clip.path}: silent (peak below {self.silence_threshold})")
+            raise AudioDecodeError(f"{path}: silent (peak below {self.silence_threshold})")
         return wave
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
@@ -133,19 +147,19 @@ class AudioClipDataset(Dataset):
         bad, chosen = False, index
         for _ in range(self.max_replacements + 1):
             try:
-                wave = self._read(self.clips[chosen])
+                wave = self._read(chosen)
                 break
             except AudioDecodeError as err:
                 log.debug("bad clip replaced: %s", err)
                 bad = True
-                chosen = int(torch.randint(len(self.clips), (1,), generator=gen).item())
+                chosen = int(torch.randint(len(self), (1,), generator=gen).item())
         else:
             raise RuntimeError(
-                f"{self.max_replacements + 1} clips in a row failed to decode (last: {self.clips[chosen].path}); "
+                f"{self.max_replacements + 1} clips in a row failed to decode (last: {self.paths[chosen]}); "
                 "the dataset looks broken rather than holding a few bad files"
             )
         wave = crop_or_pad(wave, self.num_samples, "random" if self.train else "center", generator=gen)
-        label = self.clips[chosen].label
+        label = int(self.labels[chosen])
         return {"waveform": wave, "label": label, "label_name": self.class_names[label], "bad": bad}
 
 
@@ -250,19 +264,17 @@ class VGGSoundDataModule(pl.LightningDataModule):
             keys_by_class[label_index[r.label]].append(r.key)
         held = stratified_holdout(keys_by_class, self.val_fraction, self.seed)
 
-        def clips(selected: list[CSVRow]) -> list[Clip]:
-            return [Clip(files[r.key], label_index[r.label], r.key) for r in selected]
+        def dataset(selected: list[CSVRow], num_samples: int, train: bool) -> AudioClipDataset:
+            paths = [files[r.key] for r in selected]
+            labels = [label_index[r.label] for r in selected]
+            return AudioClipDataset(paths, labels, [r.key for r in selected], self.class_names, self.sample_rate,
+                                    num_samples, train, self.seed, self.silence_threshold)
 
-        train = clips([r for r in train_rows if r.key not in held])
-        val = clips([r for r in train_rows if r.key in held])
-        test = clips([r for r in present if r.split == "test"])
-        if not train:
+        self.train_set = dataset([r for r in train_rows if r.key not in held], self.crop_samples, True)
+        self.val_set = dataset([r for r in train_rows if r.key in held], self.clip_samples, False)
+        self.test_set = dataset([r for r in present if r.split == "test"], self.clip_samples, False)
+        if not len(self.train_set):
             raise RuntimeError(f"no training clip of {self.csv_path} has a file under {self.root}")
-        common = dict(class_names=self.class_names, sample_rate=self.sample_rate, seed=self.seed)
-        common["silence_threshold"] = self.silence_threshold
-        self.train_set = AudioClipDataset(train, num_samples=self.crop_samples, train=True, **common)
-        self.val_set = AudioClipDataset(val, num_samples=self.clip_samples, train=False, **common)
-        self.test_set = AudioClipDataset(test, num_samples=self.clip_samples, train=False, **common)
         self._report(time.perf_counter() - t0)
 
     @rank_zero_only

@@ -1,0 +1,218 @@
+"""Audio data path speed: our loader + log-mel vs the official librosa pipeline, and DataModule setup at scale.
+
+    make bench-audio            (or: python benchmarks/bench_audio.py [--clips 24] [--rows 200000])
+
+Part 1, per 10 s clip, one thread, median of repeated passes over the same files (page cache warm):
+- official: `librosa.load(path, sr=44100)` + `melspectrogram(n_fft=2048, hop=512, n_mels=128)` +
+  `power_to_db(ref=max) / 80 + 1`, all inside the dataset (so inside the DataLoader workers); run on our
+  prepared 16 kHz FLAC (librosa resamples up to 44.1 kHz) and on 44.1 kHz FLAC (no resampling, its best case),
+  with today's librosa resampler (soxr) and with librosa 0.8.1's default (resampy kaiser_best, the official env).
+- ours: soundfile decode + crop in the DataLoader workers (CPU); `LogMelFrontEnd` on the model's device (here
+  the CPU, per clip and batched 32 at a time; on a GPU it is a few microseconds per clip).
+- same rate: librosa at 16 kHz with our front-end parameters (n_fft 1024, hop 160, 128 HTK mels) vs ours, so
+  the speedup is not only the lower sample rate.
+Part 2: `VGGSoundDataModule.setup()` on a synthetic CSV of `--rows` rows (309 labels, 15 % without a file)
+with empty files, vs the naive lookup (one `os.path.exists` per row and candidate extension). The files go to
+tmpfs by default, so this measures the CPU and syscall cost with a warm metadata cache; on a network
+filesystem every `stat` is a round trip and the naive lookup is far slower still.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.frontend import LogMelFrontEnd
+from datamodules.soundzoo import SOUND_CLASSES, synthesize
+from datamodules.vggsound import AUDIO_EXTENSIONS, VGGSoundDataModule, index_audio_files
+from datamodules.vggsound_csv import read_vggsound_csv
+
+
+def _median_ms_per_clip(fn, items, repeats: int) -> float:
+    fn(items[0])  # warm-up (lazy imports, numba JIT in resampy, FFT plans)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for it in items:
+            fn(it)
+        times.append((time.perf_counter() - t0) / len(items))
+    return 1000 * statistics.median(times)
+
+
+def audio_path(n_clips: int, repeats: int, device: str) -> list[tuple[str, str, float]]:
+    import librosa
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_audio_"))
+    f16, f44 = [], []
+    for i in range(n_clips):
+        x = synthesize(SOUND_CLASSES[i % len(SOUND_CLASSES)], i, 16000, 10.0)
+        sf.write(tmp / f"c{i}_16k.flac", x, 16000, subtype="PCM_16")
+        sf.write(tmp / f"c{i}_44k.flac", librosa.resample(x, orig_sr=16000, target_sr=44100), 44100, subtype="PCM_16")
+        f16.append(tmp / f"c{i}_16k.flac")
+        f44.append(tmp / f"c{i}_44k.flac")
+
+    def official(path, res_type="soxr_hq"):
+        y, sr = librosa.load(path, sr=44100, res_type=res_type)
+        spec = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=128)
+        return librosa.power_to_db(spec, ref=np.max) / 80.0 + 1.0
+
+    def official_same_rate(path):
+        y, sr = librosa.load(path, sr=16000)
+        spec = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=160, n_mels=128, htk=True, norm=None)
+        return librosa.power_to_db(spec, ref=np.max) / 80.0 + 1.0
+
+    gen = torch.Generator().manual_seed(0)
+    fe = LogMelFrontEnd()
+
+    def ours_loader(path):
+        return crop_or_pad(load_audio(path, 16000), 160000, "random", gen)
+
+    waves = [ours_loader(p) for p in f16]
+
+    def ours_mel(wave):
+        return fe(wave[None])
+
+    batch = torch.stack(waves[:32] if len(waves) >= 32 else (waves * 32)[:32])
+
+    worker, device_cpu = "loader worker", "model device (CPU here)"
+    rows = []
+    rows.append(("official, 16 kHz FLAC -> 44.1 kHz (soxr_hq)", worker, _median_ms_per_clip(official, f16, repeats)))
+    rows.append(("official, 44.1 kHz FLAC (no resampling)", worker, _median_ms_per_clip(official, f44, repeats)))
+    rows.append(("official, 16 kHz FLAC -> 44.1 kHz (resampy kaiser_best, librosa 0.8.1 default)", "loader worker",
+                 _median_ms_per_clip(lambda p: official(p, "kaiser_best"), f16[: max(2, len(f16) // 4)], repeats)))
+    rows.append(("librosa at 16 kHz with our parameters (same rate)", "loader worker",
+                 _median_ms_per_clip(official_same_rate, f16, repeats)))
+    rows.append(("ours: decode 16 kHz FLAC + crop", "loader worker", _median_ms_per_clip(ours_loader, f16, repeats)))
+    rows.append(("ours: LogMelFrontEnd, one clip", device_cpu, _median_ms_per_clip(ours_mel, waves, repeats)))
+    with torch.no_grad():
+        rows.append(("ours: LogMelFrontEnd, batch of 32", device_cpu,
+                     _median_ms_per_clip(lambda b: fe(b), [batch], repeats * 3) / len(batch)))
+    if device.startswith("cuda") and torch.cuda.is_available():
+        fe_gpu, gb = LogMelFrontEnd().to(device), batch.to(device)
+
+        def gpu(b):
+            fe_gpu(b)
+            torch.cuda.synchronize()
+
+        rows.append((f"ours: LogMelFrontEnd, batch of 32 on {torch.cuda.get_device_name()}", "model device (GPU)",
+                     _median_ms_per_clip(gpu, [gb] * 20, repeats) / len(batch)))
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+    return rows
+
+
+def setup_scale(n_rows: int, repeats: int, where: str | None) -> list[tuple[str, float]]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_setup_", dir=where))
+    root = tmp / "root"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    labels = [f"class {i:03d}" if i % 7 else f"class {i:03d}, with a comma" for i in range(309)]
+    alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
+    ids = ["".join(row) for row in alphabet[rng.integers(0, 64, (n_rows, 11))]]
+    with open(tmp / "vggsound.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        for i, youtube_id in enumerate(ids):
+            writer.writerow([youtube_id, 10 * (i % 30), labels[i % 309], "test" if i % 13 == 0 else "train"])
+    t0 = time.perf_counter()
+    for i, youtube_id in enumerate(ids):
+        if rng.random() >= 0.15:  # 15 % dead links
+            open(root / f"{youtube_id}_{10 * (i % 30):06d}.flac", "wb").close()
+    made = time.perf_counter() - t0
+
+    def ours():
+        dm = VGGSoundDataModule(str(root), csv_path=str(tmp / "vggsound.csv"), num_workers=0, report_dir=str(tmp))
+        dm.setup("fit")
+        return dm
+
+    def naive():
+        found = {}
+        for r in read_vggsound_csv(tmp / "vggsound.csv"):
+            for ext in AUDIO_EXTENSIONS:
+                path = os.path.join(root, f"{r.key}{ext}")
+                if os.path.exists(path):
+                    found[r.key] = path
+                    break
+        return found
+
+    def scan():
+        index = index_audio_files(root)
+        return {r.key: index[r.key] for r in read_vggsound_csv(tmp / "vggsound.csv") if r.key in index}
+
+    def timed(fn):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    assert scan() == naive()
+    rows = [("creating the empty files (not part of setup)", made),
+            ("parse the CSV alone", timed(lambda: read_vggsound_csv(tmp / "vggsound.csv"))),
+            ("lookup, ours: CSV + one directory scan", timed(scan)),
+            ("lookup, naive: CSV + one os.path.exists per row and candidate extension", timed(naive)),
+            ("VGGSoundDataModule.setup() (CSV, scan, stratified split, missing-file report)", timed(ours))]
+    n_present = len(ours().train_set.clips)
+    for p in root.iterdir():
+        p.unlink()
+    root.rmdir()
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+    print(f"(setup found {n_present} train clips of {n_rows} rows)")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=24, help="10 s clips per timing pass")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=200_000, help="CSV rows (and files) for the setup timing")
+    parser.add_argument("--setup-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                        help="folder for the empty files (default tmpfs: creating 200k on a slow disk takes minutes)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    logging.getLogger("datamodules.vggsound").setLevel(logging.ERROR)  # the missing-file report, once per setup
+
+    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"allocator environment: {malloc or 'glibc defaults'}")
+    rows = audio_path(args.clips, args.repeats, args.device)
+    ms = {name: v for name, _, v in rows}
+    print("\n| path (10 s clip, 1 thread) | runs in | ms/clip | clips/s |\n|---|---|---:|---:|")
+    for name, where, v in rows:
+        print(f"| {name} | {where} | {v:.2f} | {1000 / v:.0f} |")
+    loader = ms["ours: decode 16 kHz FLAC + crop"]
+    single, batched = ms["ours: LogMelFrontEnd, one clip"], ms["ours: LogMelFrontEnd, batch of 32"]
+    official = ms["official, 16 kHz FLAC -> 44.1 kHz (soxr_hq)"]
+    print("\n| comparison | speedup |\n|---|---:|")
+    print(f"| loader work per clip: official (16 kHz FLAC, soxr) vs ours (decode + crop) | {official / loader:.1f}x |")
+    print(f"| end-to-end on one CPU thread: official vs ours (decode + crop + mel per clip) "
+          f"| {official / (loader + single):.1f}x |")
+    print(f"| end-to-end on one CPU thread, mel batched: official vs ours | {official / (loader + batched):.1f}x |")
+    same = ms["librosa at 16 kHz with our parameters (same rate)"]
+    print(f"| same rate (16 kHz, same STFT/mel sizes): librosa vs ours, per clip | {same / (loader + single):.1f}x |")
+    print(f"| official with librosa 0.8.1's resampler vs ours, per clip "
+          f"| {ms[rows[2][0]] / (loader + single):.1f}x |")
+    print(f"\n| DataModule setup, {args.rows:,} rows | seconds |\n|---|---:|")
+    print(f"(files in {args.setup_dir or tempfile.gettempdir()})")
+    for name, seconds in setup_scale(args.rows, 3, args.setup_dir):
+        print(f"| {name} | {seconds:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
