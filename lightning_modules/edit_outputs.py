@@ -123,7 +123,7 @@ def make_grid(cells: Sequence[Sequence[torch.Tensor | None]], column_titles: Seq
             x0, y0 = 2, cap + r * cell + 2
             draw.rectangle((x0, y0, x0 + box[2] + 4, y0 + box[3] + 4), fill=(0, 0, 0))
             draw.text((x0 + 2, y0 + 1), row_titles[r], font=font, fill=(255, 255, 255))
-    return np.asarray(canvas)
+    return np.array(canvas)
 
 
 def _draw_text_fit(draw: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, int], font, fill) -> None:

@@ -1,0 +1,50 @@
+"""Paper figures from manipulate configs. `make figures` reproduces Figure 3's layout:
+
+    python -m experiments.figures --config experiments/figures/paper_fig3.yaml [--out figures/paper_fig3.png]
+
+Rows are the config's sources, columns the source and then each sound in the config's order. Before any work, every
+input (generator, audio encoder, CLIP, clips, W+ files) is checked; missing ones are listed with where they are
+expected and the command exits with status 1. Further arguments are manipulate-CLI overrides
+(e.g. --trainer.devices=4 --model.steps=200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from experiments.manipulate import ManipulateCLI
+from lightning_modules.edit_outputs import unused_path
+
+DEFAULT_CONFIG = "experiments/figures/paper_fig3.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.figures", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="a manipulate config (model, data, trainer)")
+    parser.add_argument("--out", help="figure path (default: figures/<config name>.png); never overwritten")
+    args, overrides = parser.parse_known_args(argv)
+    if not Path(args.config).is_file():
+        print(f"figure config not found: {args.config}", file=sys.stderr)
+        return 1
+    cli = ManipulateCLI(args=["--config", args.config, *overrides], run=False)
+    missing = cli.model.missing_inputs() + cli.datamodule.missing_inputs()
+    if missing:
+        lines = "\n".join(f"  - {what}: expected at {path}" for what, path in missing)
+        print(f"cannot make the figure from {args.config}; missing inputs:\n{lines}\n"
+              "Weights: `make weights` (CLIP, generators); audio encoder: `make train`; clips: see the comments in "
+              "the config and README 'Using real weights and data'.", file=sys.stderr)
+        return 1
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
+    if cli.trainer.is_global_zero:
+        out = unused_path(args.out or Path("figures") / f"{Path(args.config).stem}.png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cli.model.grid_path, out)
+        print(f"figure: {out} (run directory {cli.model.run_dir}; per-pair metrics in metrics.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Sound-guided edits of StyleGAN2 paintings (paper Eq. 2) as a Lightning predict job:
+
+    python -m experiments.manipulate predict --config experiments/manipulation/wikiart.yaml
+
+LightningCLI over `ManipulationModule` (the method: generator, audio encoder, CLIP, steps, lr, lambda_sim, ...) and
+`EditPairsDataModule` (the job: sources x sounds, batch size). Every pair is optimised with its own W+ code; with
+several devices the pairs are spread over them (DDP). Outputs land in a new run directory (edited PNGs, W+ codes,
+the captioned grid, metrics.json, job.json); the grid also goes to W&B when a WandbLogger is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytorch_lightning.cli import LightningCLI
+
+from datamodules.edit_pairs import EditPairsDataModule
+from lightning_modules.manipulation import ManipulationModule
+
+
+class ManipulateCLI(LightningCLI):
+    """Predict-only CLI: gradients on inside predict, no checkpoints, the job config written into the run dir."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trainer_defaults", {})
+        kwargs["trainer_defaults"] = {"inference_mode": False, "enable_checkpointing": False,
+                                      **kwargs["trainer_defaults"]}
+        # The module writes job.json (hyper-parameters, sources, sounds) into its own fresh run directory, so
+        # Lightning's config file (which would land in a shared log dir and clash between runs) is not needed.
+        kwargs.setdefault("save_config_callback", None)
+        super().__init__(ManipulationModule, EditPairsDataModule, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.trainer.inference_mode:
+            raise SystemExit("trainer.inference_mode must be false: the edit optimises W+ codes inside predict")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> ManipulateCLI:
+    return ManipulateCLI(args=args, run=run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""Sound-guided editing of StyleGAN2 W+ codes (paper Eq. 2), one batch of (source, sound) pairs at a time.
+
+For each pair, with w_s the source code and a the sound's embedding in CLIP space,
+
+    w* = argmin_w  (1 - cos(CLIP_img(G(w)), a))  +  lambda_sim * ||w - w_s||^2
+
+with the squared distance summed over all W+ entries (the form the lambda values are calibrated for). Each pair
+owns its own W+ code; the batch loss is the sum over pairs, and Adam is element-wise, so a batch of B pairs gives
+exactly the B single-pair edits, B times cheaper on a GPU. The learning rate follows StyleCLIP's schedule
+(`styleclip_lr`). The job runs under `Trainer.predict(inference_mode=False)`, so pairs spread over GPUs with DDP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import clip as clip_pkg
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
+from tqdm.auto import tqdm
+
+from datamodules.audio_io import crop_or_pad, load_audio
+from lightning_modules.audio_export import load_audio_encoder
+from lightning_modules.clip_wrapper import DEFAULT_CLIP_CACHE, CLIPWrapper
+from lightning_modules.edit_outputs import (
+    default_output_dir,
+    make_grid,
+    new_run_dir,
+    resize_uint8,
+    save_gif,
+    save_png,
+    slug,
+    to_uint8,
+)
+from lightning_modules.latent_sources import Source, source_wplus
+from lightning_modules.networks.checkpoints import load_generator
+
+
+def styleclip_lr(step: int, steps: int, lr: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
+    """StyleCLIP's learning rate at ``step`` of ``steps``: linear warm-up over the first 5 %, cosine decay over
+    the last 25 %. With t = step / steps: ramp = min(1, (1 - t) / 0.25); ramp = 0.5 - 0.5 cos(pi ramp);
+    ramp *= min(1, t / 0.05); lr_t = lr * ramp (so step 0 takes no step, as in StyleCLIP).
+    """
+    t = step / steps
+    ramp = min(1.0, (1.0 - t) / rampdown)
+    ramp = 0.5 - 0.5 * math.cos(math.pi * ramp)
+    ramp *= min(1.0, t / rampup)
+    return lr * ramp
+
+
+def eq2_loss(image_emb: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w_source: torch.Tensor,
+             lambda_sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair Eq. 2 loss (B,), with the cosine (B,) and squared W+ distance (B,) it is made of.
+
+    ``image_emb`` and ``target`` are L2-normalised (B, D); ``w``/``w_source`` are (B, L, D); ``lambda_sim`` is (B,).
+    """
+    cos = (image_emb * target).sum(-1)
+    dist2 = (w - w_source).pow(2).flatten(1).sum(1)
+    return (1.0 - cos) + lambda_sim * dist2, cos, dist2
+
+
+def loudness_db(wave: torch.Tensor) -> float:
+    """RMS level of a waveform in dB relative to full scale (1.0); -inf-safe (floor at -120 dB)."""
+    rms = wave.float().pow(2).mean().sqrt().item()
+    return 20.0 * math.log10(max(rms, 1e-6))
+
+
+def intensity_lambda(lambda_sim: float, level_db: float, floor_db: float = -60.0, gain: float = 4.0) -> float:
+    """Loudness-scaled lambda_sim: the level, normalised to [0, 1] over [floor_db, 0] dB, maps to
+    lambda_sim * gain ** (1 - 2 * level), so a silent clip pulls ``gain`` times harder towards the source, a
+    full-scale one ``gain`` times weaker (a stronger edit). Strictly decreasing in loudness for gain > 1.
+    """
+    level = min(1.0, max(0.0, (level_db - floor_db) / -floor_db))
+    return lambda_sim * gain ** (1.0 - 2.0 * level)
+
+
+def not_padding(seen: int, n: int, world: int, rank: int, n_items: int) -> torch.Tensor:
+    """Mask (n,) of a rank's next n items that are real, not padding duplicates of a distributed sampler.
+
+    Distributed samplers (Lightning's unrepeated one for predict, torch's DistributedSampler) deal the item at global
+    position j * world + rank to rank `rank` as its j-th item; DistributedSampler pads the global list past the
+    dataset's length with repeats, so positions >= n_items are duplicates. ``seen`` counts the rank's earlier items.
+    """
+    positions = (seen + torch.arange(n)) * world + rank
+    return positions < n_items
+
+
+@dataclass
+class EditResult:
+    """The outcome of optimising one batch of pairs (tensors on the CPU unless noted)."""
+
+    w: torch.Tensor  # (B, L, D) edited codes
+    images: torch.Tensor  # (B, 3, H, W) edited images in [-1, 1] (device of the generator)
+    source_images: torch.Tensor  # (B, 3, H, W) G(w_s) in [-1, 1]
+    losses: torch.Tensor  # (steps, B) loss of each pair at each step, before that step's update
+    cos_before: torch.Tensor  # (B,)
+    cos_after: torch.Tensor  # (B,)
+    loss_after: torch.Tensor  # (B,)
+    w_dist: torch.Tensor  # (B,) ||w - w_s|| (L2 norm over all W+ entries)
+    frames: list[torch.Tensor] = field(default_factory=list)  # uint8 (B, 3, h, w) every `gif_every` steps
+
+
+class ManipulationModule(pl.LightningModule):
+    """Edits a batch of (source, sound) pairs per predict step; writes PNGs, W+ codes, a grid and metrics.
+
+    Args:
+        generator: StyleGAN2 checkpoint (any format `load_generator` reads).
+        audio_encoder: exported audio encoder (`export_audio_encoder`); needed whenever the job has sounds.
+        clip: CLIP model name (downloaded to the cache) or file; must share the audio encoder's embedding space.
+        steps, lr: Adam steps and peak learning rate on W+ (paper/StyleCLIP: 300, 0.1).
+        lambda_sim: weight of the squared W+ distance to the source (0.008 as for faces and paintings;
+            the official code uses 0.002 for landscapes).
+        truncation: psi for seed sources (0.7).
+        sound_crop: 'center' or 'random' (seeded) crop of clips longer than the encoder's window; shorter ones are
+            zero-padded.
+        text_prompt, audio_weight: optional guidance mixing, target = normalise(a * audio + (1 - a) * text).
+        intensity: scale lambda_sim by the clip's loudness (`intensity_lambda`); intensity_gain, loudness_floor_db.
+        eval_clip, eval_prompt: a second, independent CLIP that scores edited images against
+            eval_prompt.format(label=<sound label>) before/after (None: off).
+        output_dir, run_name: outputs go to a new directory output_dir/run_name-<time> ($AIARTIST_OUTPUT_DIR or
+            ./outputs when output_dir is None); nothing existing is overwritten.
+        gif_every: record a frame every k steps and write one GIF per pair (0: off).
+        grid_cell: side of one grid cell in px; save_latents: also write each edited W+ code (.pt).
+        seed: seeds random sound crops; mean_latent_samples: z samples for the mean latent when the checkpoint
+            stores none.
+        progress: show a per-step progress bar (rank 0).
+    """
+
+    def __init__(
+        self,
+        generator: str,
+        audio_encoder: str | None = None,
+        clip: str = "ViT-B/32",
+        steps: int = 300,
+        lr: float = 0.1,
+        lambda_sim: float = 0.008,
+        truncation: float = 0.7,
+        sound_crop: str = "center",
+        text_prompt: str | None = None,
+        audio_weight: float = 1.0,
+        intensity: bool = False,
+        intensity_gain: float = 4.0,
+        loudness_floor_db: float = -60.0,
+        eval_clip: str | None = None,
+        eval_prompt: str = "This is a sound of {label}.",
+        output_dir: str | None = None,
+        run_name: str = "manipulation",
+        gif_every: int = 0,
+        grid_cell: int = 256,
+        save_latents: bool = True,
+        seed: int = 0,
+        mean_latent_samples: int = 4096,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if steps < 0 or lr <= 0 or lambda_sim < 0:
+            raise ValueError(f"need steps >= 0, lr > 0, lambda_sim >= 0; got {steps}, {lr}, {lambda_sim}")
+        if not 0.0 <= audio_weight <= 1.0:
+            raise ValueError(f"audio_weight must lie in [0, 1], got {audio_weight}")
+        if audio_weight < 1.0 and not text_prompt:
+            raise ValueError("audio_weight < 1 mixes in a text prompt: set text_prompt")
+        if sound_crop not in ("center", "random"):
+            raise ValueError(f"sound_crop must be 'center' or 'random', got {sound_crop!r}")
+        if intensity and intensity_gain <= 1.0:
+            raise ValueError(f"intensity_gain must be > 1 for a monotonic intensity mode, got {intensity_gain}")
+        self.save_hyperparameters()
+        self.generator: torch.nn.Module | None = None
+        self.audio_encoder: torch.nn.Module | None = None
+        # Frozen CLIP models are plain objects (not submodules): they never enter state dicts.
+        self.clip_model: CLIPWrapper | None = None
+        self.eval_clip_model: CLIPWrapper | None = None
+        self.run_dir: Path | None = None
+
+    # ----------------------------------------------------------------------------------------------- models
+    def configure_model(self) -> None:
+        """Load the generator and CLIP(s) once; the audio encoder loads when a job has sounds."""
+        if self.generator is None:
+            self.generator = load_generator(self.hparams.generator).eval().requires_grad_(False)
+        if self.clip_model is None:
+            self.clip_model = CLIPWrapper(self.hparams.clip)
+        if self.hparams.eval_clip and self.eval_clip_model is None:
+            self.eval_clip_model = CLIPWrapper(self.hparams.eval_clip)
+
+    def missing_inputs(self) -> list[tuple[str, str]]:
+        """(what, expected path) for each weight file the job needs that is not on disk (CLIP names: the cache)."""
+        hp, missing = self.hparams, []
+        if not Path(hp.generator).is_file():
+            missing.append(("generator checkpoint (model.generator)", hp.generator))
+        if hp.audio_encoder and not Path(hp.audio_encoder).is_file():
+            missing.append(("audio encoder (model.audio_encoder)", hp.audio_encoder))
+        for key in ("clip", "eval_clip"):
+            name = hp[key]
+            if name and not Path(name).is_file():
+                expected = (os.path.join(DEFAULT_CLIP_CACHE, os.path.basename(clip_pkg.clip._MODELS[name]))
+                            if name in clip_pkg.available_models() else name)
+                if not Path(expected).is_file():
+                    missing.append((f"CLIP {name!r} (model.{key})", expected))
+        return missing
+
+    def _load_audio_encoder(self) -> torch.nn.Module:
+        if self.audio_encoder is None:
+            if not self.hparams.audio_encoder:
+                raise ValueError("the job has sounds, so model.audio_encoder (an exported audio encoder) is required")
+            self.audio_encoder = load_audio_encoder(self.hparams.audio_encoder).eval().requires_grad_(False)
+            self.audio_encoder.to(self.device)
+        return self.audio_encoder
+
+    def mean_latent(self) -> torch.Tensor:
+        """The generator's mean W (1, D): the stored one, else a fixed-seed estimate (same on every rank)."""
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+            torch.manual_seed(self.hparams.seed)
+            return self.generator.mean_latent(self.hparams.mean_latent_samples).reshape(1, -1)
+
+    # ----------------------------------------------------------------------------------------------- targets
+    @torch.no_grad()
+    def embed_sounds(self, paths: list[str]) -> tuple[torch.Tensor, list[float]]:
+        """Embed each clip once: (K, D) L2-normalised embeddings and each clip's loudness in dB.
+
+        Clips of any rate/length are resampled to the encoder's rate and cropped/padded to its window.
+        """
+        encoder = self._load_audio_encoder()
+        waves, levels = [], []
+        for k, path in enumerate(paths):
+            wave = load_audio(path, encoder.sample_rate)
+            crop = torch.Generator().manual_seed(self.hparams.seed * 100_003 + k)
+            fitted = crop_or_pad(wave, encoder.clip_samples, mode=self.hparams.sound_crop, generator=crop)
+            levels.append(loudness_db(fitted if wave.numel() > encoder.clip_samples else wave))
+            waves.append(fitted)
+        emb = encoder(torch.stack(waves).to(self.device), augment=False)
+        return F.normalize(emb.float(), dim=-1), levels
+
+    @torch.no_grad()
+    def targets_for(self, sound_emb: torch.Tensor) -> torch.Tensor:
+        """Guidance targets (K, D): the sound embeddings, optionally mixed with a CLIP text prompt."""
+        a = self.hparams.audio_weight
+        if self.hparams.text_prompt and a < 1.0:
+            text = self.clip_model.encode_text([self.hparams.text_prompt]).to(sound_emb)
+            return F.normalize(a * sound_emb + (1.0 - a) * text, dim=-1)
+        return sound_emb
+
+    def lambdas_for(self, levels_db: list[float]) -> torch.Tensor:
+        """Per-sound lambda_sim (K,): constant, or loudness-scaled in intensity mode."""
+        hp = self.hparams
+        if not hp.intensity:
+            return torch.full((len(levels_db),), float(hp.lambda_sim))
+        return torch.tensor([intensity_lambda(hp.lambda_sim, lv, hp.loudness_floor_db, hp.intensity_gain)
+                             for lv in levels_db])
+
+    # ----------------------------------------------------------------------------------------------- Eq. 2
+    def optimise(self, w_source: torch.Tensor, target: torch.Tensor, lambda_sim: torch.Tensor | float,
+                 gif_every: int = 0, frame_size: int = 128) -> EditResult:
+        """Run Eq. 2 for a batch of pairs: w_source (B, L, D), target (B, D) normalised, lambda_sim (B,) or scalar.
+
+        Gradients are enabled here even when called under no_grad (as Lightning's predict loop does); inference
+        mode cannot be undone from inside and raises.
+        """
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("ManipulationModule optimises W+ inside predict: run the Trainer with "
+                               "inference_mode=False (trainer.inference_mode: false in the config)")
+        G, hp = self.generator, self.hparams
+        w_source = w_source.detach().float()
+        target = F.normalize(target.detach().float().to(w_source.device), dim=-1)
+        lam = torch.as_tensor(lambda_sim, dtype=torch.float32, device=w_source.device).expand(w_source.shape[0])
+        w = w_source.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=hp.lr)
+        losses, frames = [], []
+        source_images = cos_before = None
+        bar = tqdm(range(hp.steps), desc="Eq. 2", leave=False, disable=not (hp.progress and self.global_rank == 0))
+        with torch.enable_grad():
+            for step in bar:
+                for group in opt.param_groups:
+                    group["lr"] = styleclip_lr(step, hp.steps, hp.lr)
+                images = G.synthesis(w)
+                loss, cos, _ = eq2_loss(self.clip_model.encode_image(images), target, w, w_source, lam)
+                if step == 0:
+                    source_images, cos_before = images.detach(), cos.detach()
+                if gif_every and step % gif_every == 0:
+                    frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+                losses.append(loss.detach())
+                bar.set_postfix(cos=f"{cos.mean().item():.3f}")
+        with torch.no_grad():
+            w = w.detach()
+            images = G.synthesis(w)
+            loss, cos, dist2 = eq2_loss(self.clip_model.encode_image(images), target, w, w_source, lam)
+        if source_images is None:  # steps == 0: the edit is the source
+            source_images, cos_before = images, cos
+        if gif_every:
+            frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
+        return EditResult(
+            w=w.cpu(), images=images, source_images=source_images,
+            losses=torch.stack(losses).cpu() if losses else torch.zeros(0, w.shape[0]),
+            cos_before=cos_before.cpu(), cos_after=cos.cpu(), loss_after=loss.cpu(), w_dist=dist2.sqrt().cpu(),
+            frames=frames,
+        )
+
+    # ----------------------------------------------------------------------------------------------- the job
+    def prepare_job(self, sources: list[Source], sounds: list[tuple[str, str]]) -> None:
+        """Resolve source codes and embed every sound once for the whole job (not per step, not per batch)."""
+        self.configure_model()
+        self.clip_model.to(self.device)
+        if self.eval_clip_model is not None:
+            self.eval_clip_model.to(self.device)
+        self.sources, self.sounds = list(sources), list(sounds)
+        self.w_sources = source_wplus(self.sources, self.generator, self.hparams.truncation, self.mean_latent())
+        sound_emb, self.loudness = self.embed_sounds([path for _, path in self.sounds])
+        if sound_emb.shape[-1] != self.clip_model.embed_dim:
+            raise ValueError(
+                f"audio encoder {self.hparams.audio_encoder} embeds into {sound_emb.shape[-1]} dims but CLIP "
+                f"{self.hparams.clip} into {self.clip_model.embed_dim}: use the CLIP the encoder was trained against"
+            )
+        self.targets = self.targets_for(sound_emb)
+        self.lambdas = self.lambdas_for(self.loudness).to(self.device)
+        self.eval_text = None
+        if self.eval_clip_model is not None:
+            prompts = [self.hparams.eval_prompt.format(label=label) for label, _ in self.sounds]
+            self.eval_text = self.eval_clip_model.encode_text(prompts)
+
+    def on_predict_start(self) -> None:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("ManipulationModule needs gradients inside predict: set trainer.inference_mode=false")
+        dm = self.trainer.datamodule
+        if dm is None or not hasattr(dm, "sources") or not hasattr(dm, "sounds"):
+            raise RuntimeError("ManipulationModule.predict needs an EditPairsDataModule (sources x sounds)")
+        self.prepare_job(dm.sources, dm.sounds)
+        self.n_pairs = len(dm.sources) * len(dm.sounds)
+        run_dir = None
+        if self.global_rank == 0:
+            run_dir = str(new_run_dir(self.hparams.output_dir or default_output_dir() / "manipulation",
+                                      self.hparams.run_name))
+            for sub in ("edits", "sources") + (("latents",) if self.hparams.save_latents else ()) + (
+                    ("gifs",) if self.hparams.gif_every else ()):
+                Path(run_dir, sub).mkdir()
+            self._write_json(Path(run_dir, "job.json"), self._job_description())
+        self.run_dir = Path(self.trainer.strategy.broadcast(run_dir, src=0))
+        self._records: list[dict] = []
+        self._seen = 0
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        keep = self._not_padding(len(batch["index"]))
+        index = batch["index"].cpu()[keep]
+        if index.numel() == 0:
+            return []
+        src, snd = batch["source_index"].cpu()[keep], batch["sound_index"].cpu()[keep]
+        result = self.optimise(self.w_sources[src.to(self.w_sources.device)], self.targets[snd.to(self.device)],
+                               self.lambdas[snd.to(self.device)], gif_every=self.hparams.gif_every,
+                               frame_size=min(256, self.hparams.grid_cell))
+        eval_before = eval_after = None
+        if self.eval_clip_model is not None:
+            with torch.no_grad():
+                text = self.eval_text[snd.to(self.eval_text.device)]
+                eval_before = (self.eval_clip_model.encode_image(result.source_images) * text).sum(-1).cpu()
+                eval_after = (self.eval_clip_model.encode_image(result.images) * text).sum(-1).cpu()
+        edited = to_uint8(result.images)
+        source = to_uint8(result.source_images)
+        pixel_l2 = (result.images - result.source_images).float().pow(2).flatten(1).mean(1).sqrt().cpu()
+        records = []
+        for b in range(index.numel()):
+            i, s, k = int(index[b]), int(src[b]), int(snd[b])
+            name = f"{i:04d}_{slug(self.sources[s].name)}_{slug(self.sounds[k][0])}"
+            save_png(edited[b], self.run_dir / "edits" / f"{name}.png")
+            if self.hparams.save_latents:
+                torch.save({"w_plus": result.w[b].clone(), "w_source": self.w_sources[s].cpu().clone(),
+                            "source": self.sources[s].name, "sound": self.sounds[k][0]},
+                           self.run_dir / "latents" / f"{name}.pt")
+            if result.frames:
+                save_gif([f[b] for f in result.frames], self.run_dir / "gifs" / f"{name}.gif")
+            rec = dict(
+                index=i, source=self.sources[s].name, sound=self.sounds[k][0], sound_file=self.sounds[k][1],
+                file=f"edits/{name}.png", lambda_sim=float(self.lambdas[k]), loudness_db=self.loudness[k],
+                clip_cos_before=float(result.cos_before[b]), clip_cos_after=float(result.cos_after[b]),
+                loss_before=float(result.losses[0, b]) if len(result.losses) else float(result.loss_after[b]),
+                loss_after=float(result.loss_after[b]), w_dist=float(result.w_dist[b]),
+                pixel_l2=float(pixel_l2[b]),
+            )
+            if eval_before is not None:
+                rec.update(eval_cos_before=float(eval_before[b]), eval_cos_after=float(eval_after[b]))
+            records.append(rec)
+            self._records.append({**rec, "thumb": resize_uint8(edited[b][None], self.hparams.grid_cell)[0],
+                                  "source_thumb": resize_uint8(source[b][None], self.hparams.grid_cell)[0]})
+        return records
+
+    def _not_padding(self, n: int) -> torch.Tensor:
+        world = self.trainer.world_size if self._trainer is not None else 1
+        keep = not_padding(self._seen, n, world, self.global_rank, self.n_pairs)
+        self._seen += n
+        return keep
+
+    def on_predict_end(self) -> None:
+        """Gather every rank's results; rank 0 writes the grid, metrics.json and logs to W&B."""
+        records = self._gather(self._records)
+        if self.global_rank == 0:
+            unique = {r["index"]: r for r in records}  # drops any duplicate a sampler added
+            self.write_summary([unique[i] for i in sorted(unique)])
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+    @staticmethod
+    def _gather(records: list[dict]) -> list[dict]:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return records
+        parts: list[list[dict] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, records)
+        return [r for part in parts for r in part]
+
+    def write_summary(self, records: list[dict]) -> None:
+        """Grid (sources x [source | sounds]), source PNGs, metrics.json and W&B images for finished pairs."""
+        cell = self.hparams.grid_cell
+        by_pair = {(r["source"], r["sound"]): r for r in records}
+        source_thumbs = {r["source"]: r["source_thumb"] for r in records}
+        rows = []
+        for src in self.sources:
+            thumb = source_thumbs.get(src.name)
+            if thumb is None:  # a source without finished pairs still gets its own image
+                with torch.no_grad():
+                    img = self.generator.synthesis(self.w_sources[self.sources.index(src)][None])
+                thumb = resize_uint8(to_uint8(img), cell)[0]
+            rows.append([thumb] + [by_pair.get((src.name, label), {}).get("thumb") for label, _ in self.sounds])
+        for src, row in zip(self.sources, rows):
+            save_png(row[0], self.run_dir / "sources" / f"{slug(src.name)}.png")
+        grid = make_grid(rows, ["source"] + [label for label, _ in self.sounds], [s.name for s in self.sources], cell)
+        grid_path = self.run_dir / "grid.png"
+        save_png(torch.from_numpy(grid).permute(2, 0, 1), grid_path)
+        pairs = [{k: v for k, v in r.items() if k not in ("thumb", "source_thumb")} for r in records]
+        summary = {
+            "pairs": len(pairs),
+            "clip_cos_before_mean": float(np.mean([p["clip_cos_before"] for p in pairs])) if pairs else None,
+            "clip_cos_after_mean": float(np.mean([p["clip_cos_after"] for p in pairs])) if pairs else None,
+        }
+        if pairs and "eval_cos_before" in pairs[0]:
+            summary["eval_cos_before_mean"] = float(np.mean([p["eval_cos_before"] for p in pairs]))
+            summary["eval_cos_after_mean"] = float(np.mean([p["eval_cos_after"] for p in pairs]))
+        self._write_json(self.run_dir / "metrics.json", {"summary": summary, "pairs": pairs})
+        self.grid_path, self.summary, self.pair_metrics = grid_path, summary, pairs
+        logger = self.logger
+        if logger is not None and hasattr(logger, "log_image"):
+            caption = "rows: " + ", ".join(s.name for s in self.sources) + " | columns: source, " + ", ".join(
+                label for label, _ in self.sounds)
+            logger.log_image(key="manipulation/grid", images=[torch.from_numpy(grid).permute(2, 0, 1).float() / 255],
+                             caption=[caption])
+            logger.log_metrics({f"manipulation/{k}": v for k, v in summary.items() if v is not None})
+        rank_zero_info(f"manipulation: {len(pairs)} edits in {self.run_dir} (grid: {grid_path}); mean CLIP cosine "
+                       f"to target {summary['clip_cos_before_mean']:.4f} -> {summary['clip_cos_after_mean']:.4f}"
+                       if pairs else f"manipulation: no pairs finished; outputs in {self.run_dir}")
+
+    def _job_description(self) -> dict:
+        return {
+            "hparams": {k: v for k, v in self.hparams.items()},
+            "sources": [{"name": s.name, "kind": s.kind, "seed": s.seed, "file": s.origin} for s in self.sources],
+            "sounds": [{"label": label, "file": path, "loudness_db": lv, "lambda_sim": float(lam)}
+                       for (label, path), lv, lam in zip(self.sounds, self.loudness, self.lambdas.tolist())],
+            "generator": {"size": self.generator.size, "n_latent": self.generator.n_latent},
+            "world_size": self.trainer.world_size if self._trainer is not None else 1,
+        }
+
+    @staticmethod
+    def _write_json(path: Path, obj: dict) -> None:
+        if path.exists():
+            raise FileExistsError(f"{path} exists; outputs are never overwritten")
+        path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
