@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint
+.PHONY: help install test test-fast lint bench-audio
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,3 +35,6 @@ test-fast: $(STAMP) ## Run the suite without tests marked slow
 
 lint: $(STAMP) ## Run ruff over the repository
 	$(PY) -m ruff check .
+
+bench-audio: $(STAMP) ## Audio loading + log-mel vs the official librosa path, DataModule setup on 200k rows
+	$(MALLOC_ENV) $(PY) benchmarks/bench_audio.py
