@@ -11,9 +11,12 @@ import pytest
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
+from lightning_fabric.utilities.data import _replace_dunder_methods, _set_sampler_epoch, _update_dataloader
+from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+from torch.utils.data import DataLoader
 
 from datamodules.audio_io import load_audio
-from datamodules.sampling import EpochSampler
+from datamodules.sampling import EpochSampler, ResumableDataLoader
 from datamodules.soundzoo import synthesize, write_sound_set
 from datamodules.vggsound import VGGSoundDataModule, index_audio_files
 from datamodules.vggsound_csv import VGGSoundCSVError, read_vggsound_csv
@@ -320,3 +323,25 @@ def test_lightning_resume_sees_the_same_batches(zoo, tmp_path, extra_steps, work
     _trainer(tmp_path / "c", max_epochs=3).fit(second, datamodule=_dm(zoo, num_workers=workers), ckpt_path=str(path))
     assert first.seen + second.seen == full.seen
     assert torch.equal(second.w, full.w)
+
+
+def test_ddp_sampler_injection_keeps_resumable_loader_and_shards(zoo):
+    """What Lightning does under DDP: re-create the train loader around its DistributedSamplerWrapper."""
+    def items(loader):
+        return [(int(lab), round(float(w.sum()), 4)) for b in loader for lab, w in zip(b["label"], b["waveform"])]
+
+    single = _dm(zoo, batch_size=4).train_dataloader()
+    single.sampler.set_epoch(3)
+    everything = set(items(single))
+    shards = []
+    for rank in range(2):
+        with _replace_dunder_methods(DataLoader, "dataset"):  # Lightning records the loader's arguments
+            loader = _dm(zoo, batch_size=4).train_dataloader()
+        sharded = _update_dataloader(loader, DistributedSamplerWrapper(loader.sampler, num_replicas=2, rank=rank))
+        assert isinstance(sharded, ResumableDataLoader) and sharded.drop_last
+        _set_sampler_epoch(sharded, 3)
+        shards.append(set(items(sharded)))
+        assert sharded.state_dict() == {"epoch": 3, "batches": len(sharded)}
+    assert not shards[0] & shards[1]  # every clip on one rank only
+    assert shards[0] | shards[1] <= everything  # the same items (same crops) as one process draws in epoch 3
+    assert len(shards[0]) == len(shards[1]) == 28  # 30 clips per rank, drop_last at batch 4
