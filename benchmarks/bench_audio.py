@@ -19,25 +19,30 @@ filesystem every `stat` is a round trip and the naive lookup is far slower still
 
 from __future__ import annotations
 
-import argparse
-import csv
-import logging
 import os
-import platform
-import statistics
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import torch
+# One thread on both sides: numpy's BLAS (librosa's mel product) and OpenMP read these at import.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from datamodules.audio_io import crop_or_pad, load_audio
-from datamodules.frontend import LogMelFrontEnd
-from datamodules.soundzoo import SOUND_CLASSES, synthesize
-from datamodules.vggsound import AUDIO_EXTENSIONS, VGGSoundDataModule, index_audio_files
-from datamodules.vggsound_csv import read_vggsound_csv
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from datamodules.audio_io import crop_or_pad, load_audio  # noqa: E402
+from datamodules.frontend import LogMelFrontEnd  # noqa: E402
+from datamodules.soundzoo import SOUND_CLASSES, synthesize  # noqa: E402
+from datamodules.vggsound import AUDIO_EXTENSIONS, VGGSoundDataModule, index_audio_files  # noqa: E402
+from datamodules.vggsound_csv import read_vggsound_csv  # noqa: E402
 
 
 def _median_ms_per_clip(fn, items, repeats: int) -> float:
@@ -190,7 +195,8 @@ def main() -> None:
 
     malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"allocator environment: {malloc or 'glibc defaults'}")
+    print(f"allocator environment: {malloc or 'glibc defaults'}; OMP/OPENBLAS/MKL threads "
+          f"{os.environ['OMP_NUM_THREADS']}/{os.environ['OPENBLAS_NUM_THREADS']}/{os.environ['MKL_NUM_THREADS']}")
     rows = audio_path(args.clips, args.repeats, args.device)
     ms = {name: v for name, _, v in rows}
     print("\n| path (10 s clip, 1 thread) | runs in | ms/clip | clips/s |\n|---|---|---:|---:|")

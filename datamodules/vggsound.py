@@ -14,8 +14,8 @@ Items are mono float32 waveforms at `sample_rate`: a random crop (or zero-pad at
 runs on the model's device, not here, so loading stays cheap.
 
 Bad clips: a file that fails to decode, is empty, or is silent is replaced by another clip drawn at
-random and the item carries `bad=True`; counters inside worker processes would never reach the main
-process, so the training module sums the flags of each batch and logs them.
+random and the item carries `bad=True` (in every split; evaluation may drop flagged items). Counters inside
+worker processes would never reach the main process, so the training module sums the flags and logs them.
 
 Determinism: the training sampler yields `(epoch, index)` keys and every random choice for an item (crop
 offset, replacement clips) comes from a generator seeded with (seed, epoch, index), never from global RNG
