@@ -82,11 +82,17 @@ def test_file_index_scans_subfolders_and_prefers_flac(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for rel in ["-x_000010.wav", "-x_000010.flac", "a/y_000000.ogg", "a/b/z_000020.WAV", "a/b/v_000000.mp4", "n.txt"]:
         (tmp_path / rel).write_bytes(b"")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}_elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "w_000030.flac").write_bytes(b"")
+    (tmp_path / "linked").symlink_to(elsewhere)  # a symlinked folder is searched
+    (tmp_path / "a" / "b" / "loop").symlink_to(tmp_path)  # a symlink cycle ends
     found = index_audio_files(tmp_path)
     assert found == {
         "-x_000010": str(tmp_path / "-x_000010.flac"),
         "y_000000": str(tmp_path / "a" / "y_000000.ogg"),
         "z_000020": str(tmp_path / "a" / "b" / "z_000020.WAV"),
+        "w_000030": str(tmp_path / "linked" / "w_000030.flac"),
     }
 
 
