@@ -166,11 +166,14 @@ class OfficialFrontEnd(nn.Module):
         return resized.reshape(specs.shape[0], 1, self.n_mels, self.resize_height)
 
     def fitted_log_mel(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, T) waveforms (row i's clip is its first `lengths[i]` samples) -> (B, n_mels, frames) float64."""
+                       generator: torch.Generator | None = None, policy: CropMode | None = None) -> torch.Tensor:
+        """(B, T) waveforms (row i's clip is its first `lengths[i]` samples) -> (B, n_mels, frames) float64.
+
+        `policy` defaults to "train" in training mode, else the configured `crop`.
+        """
         if waveform.dim() != 2:
             raise ValueError(f"OfficialFrontEnd: expected a (B, T) waveform, got shape {tuple(waveform.shape)}")
-        policy: CropMode = "train" if self.training else self.crop
+        policy = policy or ("train" if self.training else self.crop)
         with torch.autocast(waveform.device.type, enabled=False):
             specs = []
             for i, wave in enumerate(waveform):
@@ -180,7 +183,7 @@ class OfficialFrontEnd(nn.Module):
             return torch.stack(specs)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, policy: CropMode | None = None) -> torch.Tensor:
         """(B, T) waveforms -> (B, 1, n_mels, resize_height) float32, the official encoder's input."""
         with torch.autocast(waveform.device.type, enabled=False):
-            return self.resize_and_reshape(self.fitted_log_mel(waveform, lengths, generator)).float()
+            return self.resize_and_reshape(self.fitted_log_mel(waveform, lengths, generator, policy)).float()

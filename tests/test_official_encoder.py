@@ -83,6 +83,28 @@ def test_export_round_trip_and_overrides(tmp_path, oracle):
         torch.testing.assert_close(again(wave), encoder(wave), rtol=0, atol=0)
 
 
+def test_embed_clips_takes_whole_clips_of_any_length(oracle):
+    encoder = OfficialAudioEncoder().eval()
+    encoder.load_state_dict(oracle.state_dict())
+    long = torch.cat([_waveforms()[0]] * 4)  # 12 s: longer than the 864-frame window
+    short = _waveforms()[1, : 2 * 44100]
+    with torch.no_grad():
+        both = encoder.embed_clips([short, long])
+        torch.testing.assert_close(both[0], encoder(short[None])[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(both[1], encoder(long[None])[0], rtol=1e-5, atol=1e-6)
+        # a waveform cropped to the window first is not the same input (dB reference, frame grid)
+        cropped = long[(long.numel() - encoder.clip_samples) // 2:][: encoder.clip_samples]
+        assert not torch.equal(encoder.frontend(cropped[None]), encoder.frontend(long[None]))
+        # manipulation policy: seeded random crop of the long clip, zero padding after the short one
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        m1 = encoder.embed_clips([short, long], crop="manipulation", generator=g1)
+        m2 = encoder.embed_clips([short, long], crop="manipulation", generator=g2)
+    torch.testing.assert_close(m1, m2, rtol=0, atol=0)
+    spec = encoder.frontend.fitted_log_mel(short[None], policy="manipulation")[0]
+    width = encoder.frontend.num_frames(short.numel())
+    assert torch.equal(spec[:, :width], encoder.frontend.log_mel(short)) and spec[:, width:].abs().max() == 0
+
+
 def test_spec_augment_only_when_training_and_asked(oracle):
     encoder = OfficialAudioEncoder(spec_augment=True)
     encoder.load_state_dict(oracle.state_dict())

@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 
 from datamodules.frontend import SpecAugment
-from datamodules.official_frontend import OfficialFrontEnd
+from datamodules.official_frontend import CropMode, OfficialFrontEnd
 
 ARCH = "official_resnet18"
 
@@ -60,6 +60,20 @@ class OfficialAudioEncoder(nn.Module):
         spec = self.frontend.fitted_log_mel(waveform, lengths, generator)
         spec = self.spec_augment(spec[:, None], generator=generator)[:, 0]
         return self.embed_spectrogram(self.frontend.resize_and_reshape(spec).float())
+
+    def embed_clips(self, waves: list[torch.Tensor], crop: CropMode | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Whole clips of any lengths ((T_k,) at 44.1 kHz, e.g. from `load_official_audio`) -> (K, embed_dim).
+
+        This is the exact official preprocessing: each clip's dB reference is its own loudest bin and the
+        crop/pad happens on frames. A fixed-length waveform crop made beforehand would change both.
+        `crop` overrides the front end's policy ("center", "manipulation", "train").
+        """
+        lengths = torch.tensor([w.numel() for w in waves])
+        batch = torch.zeros(len(waves), int(lengths.max()), device=self.conv.weight.device)
+        for i, w in enumerate(waves):
+            batch[i, : w.numel()] = w
+        return self.embed_spectrogram(self.frontend(batch, lengths=lengths, generator=generator, policy=crop))
 
 
 def official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
