@@ -31,7 +31,7 @@ from datamodules.image_io import DEFAULT_MIN_SIDE, ImageLoadError, load_image
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import make_grid, save_png, to_uint8, unused_path
 from lightning_modules.networks.checkpoints import load_generator
-from lightning_modules.projection import ProjectionConfig, Projector
+from lightning_modules.projection import ProjectionConfig, Projector, lpips_available
 
 DEFAULT_CONFIG = Path(__file__).parent / "projection" / "default.yaml"
 OUTPUT_FILES = ("w_plus.pt", "target.png", "reconstruction.png", "metrics.json")
@@ -165,9 +165,13 @@ def file_sha256(path: str | Path, _memo: dict = {}) -> str:  # noqa: B006 - deli
 
 
 def cache_key(image_path: str | Path, generator_path: str | Path, config: ProjectionConfig) -> str:
-    """Hash of everything that determines a projection: image bytes, generator bytes, result-changing settings."""
+    """Hash of everything that determines a projection: image bytes, generator bytes, the settings, and whether
+    the LPIPS term can run here (offline it is dropped, and such a projection must not be reused once it can)."""
+    settings = config.result_fields()
+    settings.pop("lpips_download")
+    settings["lpips_used"] = config.lpips_weight > 0 and lpips_available(config.lpips_net, config.lpips_download)
     payload = json.dumps({"image": file_sha256(image_path), "generator": file_sha256(generator_path),
-                          "config": config.result_fields()}, sort_keys=True)
+                          "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -406,7 +406,7 @@ class Projector:
         lpips = [None] * len(psnr)
         if self.lpips is not None:
             lpips = self.lpips(_resize(images.clamp(-1, 1), self.config.lpips_resolution),
-                               _resize(targets, self.config.lpips_resolution)).flatten().tolist()
+                               _resize(targets.clamp(-1, 1), self.config.lpips_resolution)).flatten().tolist()
         out = [{"psnr": p, "lpips": lp, "lpips_net": self.config.lpips_net} for p, lp in zip(psnr, lpips)]
         if self.clip is not None:
             cos = (self.clip.encode_image(images) * self.clip.encode_image(targets)).sum(dim=-1).tolist()

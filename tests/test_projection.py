@@ -374,3 +374,20 @@ def test_cache_projects_each_image_once(painting_files, generator_file, tmp_path
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
     assert project.missing_image_sources(["seed:1", str(tmp_path / "gone.png")]) == [
         ("source image", str(tmp_path / "gone.png"))]
+
+
+def test_cache_key_tracks_what_changes_the_result(painting_files, generator_file, empty_torch_home):
+    from dataclasses import replace
+
+    from experiments.project import cache_key
+
+    cfg = ProjectionConfig(lpips_net="squeeze", lpips_download=False)
+    offline = cache_key(painting_files[0], generator_file, cfg)
+    assert cache_key(painting_files[0], generator_file, replace(cfg, save_every=10)) == offline
+    assert cache_key(painting_files[1], generator_file, cfg) != offline
+    assert cache_key(painting_files[0], generator_file, replace(cfg, lr=0.05)) != offline
+    # A projection made while LPIPS was unavailable (term dropped) is not reused once LPIPS can run.
+    _, path = lpips_backbone_file("squeeze")
+    os.makedirs(os.path.dirname(path))
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
+    assert cache_key(painting_files[0], generator_file, cfg) != offline
