@@ -16,7 +16,6 @@ gets its own gradient and projecting a batch equals projecting its images one by
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import urllib.error
@@ -31,6 +30,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from tqdm.auto import tqdm
 
 from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.manipulation import styleclip_lr  # the StyleGAN2 projector's schedule, same formula
 
 LPIPS_NETS = ("vgg", "alex", "squeeze")
 LPIPS_FALLBACKS = ("drop", "clip", "error")
@@ -82,15 +82,6 @@ class ProjectionConfig:
         fields = asdict(self)
         fields.pop("save_every")
         return fields
-
-
-def lr_at(step: int, steps: int, lr: float, rampup: float, rampdown: float) -> float:
-    """Learning rate at `step`: linear warm-up over the first `rampup` fraction, cosine ramp-down over the
-    last `rampdown` fraction (the StyleGAN2 projector / StyleCLIP schedule, REFERENCE §2)."""
-    t = step / steps
-    ramp = min(1.0, (1.0 - t) / rampdown)
-    ramp = 0.5 - 0.5 * math.cos(math.pi * ramp)
-    return lr * ramp * min(1.0, t / rampup)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -354,7 +345,7 @@ class Projector:
         for step in bar:
             t = step / cfg.steps
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.lr_rampup, cfg.lr_rampdown)
+                group["lr"] = styleclip_lr(step, cfg.steps, cfg.lr, rampdown=cfg.lr_rampdown, rampup=cfg.lr_rampup)
             w_noise_std = self.w_std * cfg.w_noise_scale * max(0.0, 1.0 - t / cfg.w_noise_ramp) ** 2
             w_input = w_plus
             if w_noise_std > 0:
