@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -125,14 +126,43 @@ def _last_lines(text: str, n: int = 15) -> str:
     return "\n".join(lines[-n:])
 
 
-def _cuda_home() -> str:
-    from torch.utils.cpp_extension import CUDA_HOME  # imported lazily: it logs a warning on CPU-only machines
+def _cpp_extension() -> ModuleType:
+    """torch.utils.cpp_extension, imported only when building (its import logs a misleading "No CUDA runtime"
+    warning on CPU-only machines, silenced here)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension as cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
 
-    return str(CUDA_HOME)
+
+def _has_toolkit(home: str | None) -> bool:
+    return bool(home) and all(os.path.isfile(os.path.join(home, *p)) for p in (("bin", "nvcc"), ("include", "cuda.h")))
+
+
+def _cuda_home() -> str:
+    """The CUDA toolkit: $CUDA_HOME / $CUDA_PATH if set, else the first of torch's guess, the toolkit of the
+    `nvcc` on PATH and /usr/local/cuda that has both nvcc and the headers. (torch guesses dirname(dirname(nvcc)),
+    wrong when nvcc is a wrapper script outside the toolkit, e.g. /usr/local/bin/nvcc.)"""
+    explicit = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if explicit:
+        return explicit
+    torch_guess = _cpp_extension().CUDA_HOME
+    nvcc = shutil.which("nvcc")
+    candidates = [torch_guess, os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None]
+    for home in (*candidates, "/usr/local/cuda"):
+        if _has_toolkit(home):
+            return str(home)
+    return str(torch_guess)
 
 
 def _build(spec: ExtensionSpec, module_name: str, directory: Path) -> ModuleType:
-    import torch.utils.cpp_extension as cpp_extension  # lazily, see _cuda_home
+    cpp_extension = _cpp_extension()
+    if spec.with_cuda:
+        cpp_extension.CUDA_HOME = _cuda_home()  # read by torch at build time; see _cuda_home
 
     directory.mkdir(parents=True, exist_ok=True)
     verbose = os.environ.get(ENV_VERBOSE, "") not in ("", "0")

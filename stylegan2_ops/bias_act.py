@@ -93,7 +93,9 @@ def bias_act(
     spec = ACTIVATIONS[act]
     if x.ndim == 0:
         raise ValueError("bias_act: x must have at least one dimension")
-    if not -x.ndim <= dim < x.ndim:
+    if b is None:
+        dim = 0  # without a bias the layout does not matter
+    elif not -x.ndim <= dim < x.ndim:
         raise ValueError(f"bias_act: dim={dim} out of range for x of shape {tuple(x.shape)}")
     dim %= x.ndim
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
@@ -157,8 +159,32 @@ class _BiasAct(torch.autograd.Function):
         else:
             x, b = ctx.saved_tensors
             y = None
-        dx, db = _BiasActGrad.apply(dy, x, b, y, ctx.params, ctx.has_b and ctx.needs_input_grad[1])
-        return dx, (db if ctx.has_b and ctx.needs_input_grad[1] else None), None
+        want_db = ctx.has_b and ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable itself
+            dx, db = _BiasActGrad.apply(dy, x, b, y, ctx.params, want_db)
+        else:
+            dx, db = _bias_act_grad(dy, x, b, y, ctx.params, want_db)
+        return dx, (db if want_db else None), None
+
+
+def _bias_act_grad(dy, x, b, y, params, want_db):
+    """(dx, db) from the kernel; db is an empty tensor unless `want_db`."""
+    dim, code, from_y, alpha, gain, clamp, impl = params
+    e = _empty(dy)
+    dx, db = kernels(impl).bias_act_grad(
+        dy.contiguous(),
+        e if x is None else x.contiguous(),
+        e if b is None else b.contiguous(),
+        e if y is None else y,
+        dim,
+        code,
+        1,
+        alpha,
+        gain,
+        clamp,
+        want_db,
+    )
+    return dx, (db if want_db else e)
 
 
 class _BiasActGrad(torch.autograd.Function):
@@ -166,24 +192,9 @@ class _BiasActGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, dy, x, b, y, params, want_db):
-        dim, code, from_y, alpha, gain, clamp, impl = params
-        e = _empty(dy)
-        dx, db = kernels(impl).bias_act_grad(
-            dy.contiguous(),
-            e if x is None else x.contiguous(),
-            e if b is None else b.contiguous(),
-            e if y is None else y,
-            dim,
-            code,
-            1,
-            alpha,
-            gain,
-            clamp,
-            want_db,
-        )
         ctx.save_for_backward(dy, x, b, y)
         ctx.params = params
-        return dx, (db if want_db else e)
+        return _bias_act_grad(dy, x, b, y, params, want_db)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -53,6 +53,25 @@ def _find_nvcc() -> str | None:
     return cand if os.path.isfile(cand) else shutil.which("nvcc")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ops_build_cache(request):
+    """One JIT build cache for the stylegan2_ops kernels, shared by the session (and kept between runs in
+    .pytest_cache; the build hash keys every change). An exported $STYLEGAN2_OPS_BUILD_DIR takes precedence."""
+    if not os.environ.get("STYLEGAN2_OPS_BUILD_DIR"):
+        os.environ["STYLEGAN2_OPS_BUILD_DIR"] = str(request.config.cache.mkdir("torch_extensions"))
+    yield
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for the test: tiny tensors gain nothing from threads, and OpenMP barriers stall for
+    whole scheduler slices when the 2 cores are shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_seeds():
     random.seed(0)

@@ -1,4 +1,6 @@
 // Per-element math of bias_act, shared by the C++ (CPU) and CUDA kernels.
+// Branches are written as selects between values that are cheap to compute on both sides, so that the CPU
+// loops vectorize (a conditional multiply would be a trap-preserving branch to the compiler).
 //
 // y = clamp(gain * act(z), -c, c) with z = x + b. The backward needs act'(z) (and act''(z) for double
 // backward). For linear, relu and lrelu (alpha > 0) act' is a function of the sign of y alone, so only y
@@ -43,7 +45,7 @@ template <int A, typename T>
 SG2_HD T act(T z, T alpha) {
   if constexpr (A == kLinear) return z;
   if constexpr (A == kRelu) return z > T(0) ? z : T(0);
-  if constexpr (A == kLrelu) return z > T(0) ? z : z * alpha;
+  if constexpr (A == kLrelu) return z * (z > T(0) ? T(1) : alpha);  // select, then multiply: vectorizes
   if constexpr (A == kTanh) return tanh_(z);
   if constexpr (A == kSigmoid) return sigmoid_(z);
   if constexpr (A == kElu) return z > T(0) ? z : alpha * expm1_(z);

@@ -92,18 +92,27 @@ at::Tensor bias_act_forward(const at::Tensor& x, const at::Tensor& b, int64_t di
   return y;
 }
 
-// Row sums of dx in double, folded over `outer` into db (float accumulation of one lane per 8 elements would
-// lose digits on large rows; double lanes keep db within the reference's tolerance).
-template <typename scalar_t>
-double row_sum(const scalar_t* v, int64_t n) {
-  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) lanes[k] += double(v[i + k]);
-  double s = 0;
-  for (; i < n; ++i) s += double(v[i]);
-  for (int k = 0; k < 8; ++k) s += lanes[k];
-  return s;
+// dr[i] = f(i) for i < n, returning the sum of dr when `want_sum`: fused into the same pass, summed in
+// vectorized float blocks of 1024 (omp simd) that are added up in double, so db keeps the reference's precision.
+template <typename T, typename F>
+double map_row(T* __restrict dr, int64_t n, bool want_sum, const F& f) {
+  if (!want_sum) {
+    for (int64_t i = 0; i < n; ++i) dr[i] = f(i);
+    return 0;
+  }
+  double total = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += 1024) {
+    const int64_t i1 = std::min(n, i0 + 1024);
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = i0; i < i1; ++i) {
+      const T d = f(i);
+      dr[i] = d;
+      s += d;
+    }
+    total += double(s);
+  }
+  return total;
 }
 
 // The gradient of bias_act w.r.t. its pre-activation z = x + b, times g:
@@ -142,22 +151,23 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad(const at::Tensor& g, const at::
       constexpr int A = decltype(act_const)::value;
       at::parallel_for(0, l.rows, row_grain(l.inner), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-          const scalar_t* gr = gp + r * l.inner;
-          const scalar_t* rr = ref + r * l.inner;
+          const scalar_t* __restrict gr = gp + r * l.inner;
+          const scalar_t* __restrict rr = ref + r * l.inner;
           scalar_t* dr = dp + r * l.inner;
-          if (from_y) {
-            if (c >= scalar_t(0)) {
-              for (int64_t i = 0; i < l.inner; ++i) dr[i] = sg2::grad_from_y<A, scalar_t>(gr[i], rr[i], a, gn, c);
-            } else {
-              for (int64_t i = 0; i < l.inner; ++i)
-                dr[i] = gr[i] * gn * sg2::act_d1_from_y<A, scalar_t>(rr[i], a, gn);
-            }
+          double sum;
+          if (from_y && c >= scalar_t(0)) {
+            sum = map_row(dr, l.inner, want_db,
+                          [&](int64_t i) { return sg2::grad_from_y<A, scalar_t>(gr[i], rr[i], a, gn, c); });
+          } else if (from_y) {  // no clamp: the same without its mask
+            sum = map_row(dr, l.inner, want_db,
+                          [&](int64_t i) { return gr[i] * gn * sg2::act_d1_from_y<A, scalar_t>(rr[i], a, gn); });
           } else {
             const scalar_t bv = has_b ? bp[r % l.channels] : scalar_t(0);
-            for (int64_t i = 0; i < l.inner; ++i)
-              dr[i] = sg2::grad_from_x<A, scalar_t>(gr[i], rr[i], bv, a, gn, c, int(order));
+            sum = map_row(dr, l.inner, want_db, [&](int64_t i) {
+              return sg2::grad_from_x<A, scalar_t>(gr[i], rr[i], bv, a, gn, c, int(order));
+            });
           }
-          if (want_db) sums[r] = row_sum(dr, l.inner);
+          if (want_db) sums[r] = sum;
         }
       });
     });
@@ -183,22 +193,45 @@ struct TapRun {
   int64_t acc_offset, ix0, count;
 };
 
-// acc[s] += w * x[s * SI]: the inner loop, with the input stride a compile-time constant where it matters.
-template <typename T, int SI>
-inline void axpy(T* __restrict acc, const T* __restrict x, T w, int64_t n) {
-  for (int64_t s = 0; s < n; ++s) acc[s] += w * x[s * SI];
+// acc[s] += sum_t w[t] * rows[t][s * SI] for NT <= 4 input rows (the vertical taps): one pass over acc per
+// horizontal tap, whatever the number of vertical taps. SI is a compile-time constant where it matters.
+template <typename T, int NT, int SI>
+inline void accumulate(T* __restrict acc, const T* const* rows, const T* w, int64_t n, int64_t si) {
+  const T* __restrict r0 = rows[0];
+  const T* __restrict r1 = rows[NT > 1 ? 1 : 0];
+  const T* __restrict r2 = rows[NT > 2 ? 2 : 0];
+  const T* __restrict r3 = rows[NT > 3 ? 3 : 0];
+  const int64_t st = SI > 0 ? SI : si;
+  for (int64_t s = 0; s < n; ++s) {
+    T v = acc[s] + w[0] * r0[s * st];
+    if constexpr (NT > 1) v += w[1] * r1[s * st];
+    if constexpr (NT > 2) v += w[2] * r2[s * st];
+    if constexpr (NT > 3) v += w[3] * r3[s * st];
+    acc[s] = v;
+  }
+}
+
+template <typename T, int NT>
+inline void accumulate_stride(T* acc, const T* const* rows, const T* w, int64_t n, int64_t si) {
+  if (si == 1) return accumulate<T, NT, 1>(acc, rows, w, n, si);
+  if (si == 2) return accumulate<T, NT, 2>(acc, rows, w, n, si);
+  return accumulate<T, NT, 0>(acc, rows, w, n, si);
 }
 
 template <typename T>
-inline void axpy_strided(T* __restrict acc, const T* __restrict x, T w, int64_t n, int64_t si) {
-  if (si == 1) return axpy<T, 1>(acc, x, w, n);
-  if (si == 2) return axpy<T, 2>(acc, x, w, n);
-  for (int64_t s = 0; s < n; ++s) acc[s] += w * x[s * si];
+inline void accumulate_rows(T* acc, const T* const* rows, const T* w, int nt, int64_t n, int64_t si) {
+  switch (nt) {
+    case 1: return accumulate_stride<T, 1>(acc, rows, w, n, si);
+    case 2: return accumulate_stride<T, 2>(acc, rows, w, n, si);
+    case 3: return accumulate_stride<T, 3>(acc, rows, w, n, si);
+    default: return accumulate_stride<T, 4>(acc, rows, w, n, si);
+  }
 }
 
 // out = upfirdn2d(x) as a correlation with the 2-D taps w (already flipped and scaled by gain).
-// Each output row is accumulated tap by tap: a vertical tap picks an input row, a horizontal tap adds a
-// strided run of it (precomputed once per call), so zero taps and dropped outputs are never touched.
+// Each output row is accumulated in one pass per horizontal tap: the vertical taps pick (up to 4) input rows,
+// the horizontal tap adds a strided run of each (runs precomputed once per call), so zero taps and dropped
+// outputs are never touched. Upsampling accumulates phase-major (contiguous) and interleaves at the end.
 at::Tensor upfirdn2d_forward(const at::Tensor& x, const at::Tensor& w, int64_t upx, int64_t upy, int64_t downx,
                              int64_t downy, int64_t px0, int64_t px1, int64_t py0, int64_t py1) {
   check_cpu(x, "x", x);
@@ -246,17 +279,31 @@ at::Tensor upfirdn2d_forward(const at::Tensor& x, const at::Tensor& w, int64_t u
         scalar_t* acc = step_o > 1 ? phases.data() : orow;  // phase-major accumulator, or the row itself
         std::fill(acc, acc + (step_o > 1 ? step_o * phase_len : out_w), scalar_t(0));
         const sg2::AxisTaps ty = sg2::axis_taps(oy, upy, downy, py0, kh, in_h);
-        for (int64_t t = 0; t < ty.count; ++t) {
-          const scalar_t* xrow = xp + (plane * in_h + ty.i0 + t) * in_w;
-          const scalar_t* wrow = wp + (ty.j0 + t * upy) * kw;
-          for (int64_t jx = 0; jx < kw; ++jx) {
+        for (int64_t t0 = 0; t0 < ty.count; t0 += 4) {  // up to 4 vertical taps per pass over acc
+          const int nt = int(std::min<int64_t>(4, ty.count - t0));
+          const scalar_t* rows[4];
+          scalar_t wv[4];
+          for (int jx = 0; jx < kw; ++jx) {
             const TapRun& run = runs[jx];
-            if (run.count > 0)
-              axpy_strided(acc + run.acc_offset, xrow + run.ix0, wrow[jx], run.count, step_i);
+            if (run.count == 0) continue;
+            for (int t = 0; t < nt; ++t) {
+              rows[t] = xp + (plane * in_h + ty.i0 + t0 + t) * in_w + run.ix0;
+              wv[t] = wp[(ty.j0 + (t0 + t) * upy) * kw + jx];
+            }
+            accumulate_rows(acc + run.acc_offset, rows, wv, nt, run.count, step_i);
           }
         }
-        if (step_o > 1)
+        if (step_o == 2) {  // the common upsampling by 2: interleave two phases
+          const scalar_t* a0 = acc;
+          const scalar_t* a1 = acc + phase_len;
+          for (int64_t s = 0; s < out_w / 2; ++s) {
+            orow[2 * s] = a0[s];
+            orow[2 * s + 1] = a1[s];
+          }
+          if (out_w % 2) orow[out_w - 1] = a0[out_w / 2];
+        } else if (step_o > 1) {
           for (int64_t ox = 0; ox < out_w; ++ox) orow[ox] = acc[(ox % step_o) * phase_len + ox / step_o];
+        }
       }
     });
   });
