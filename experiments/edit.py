@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     accelerator = ("gpu" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     trainer = pl.Trainer(accelerator=accelerator, devices=1, inference_mode=False, logger=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
     trainer.predict(module, datamodule=data, return_predictions=False)
     for pair in module.pair_metrics:
         print(f"{module.run_dir / pair['file']}: {pair['sound']}, CLIP cosine to the sound "

@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from experiments.manipulate import ManipulateCLI
+from experiments import manipulate
 from lightning_modules.edit_outputs import unused_path
 
 DEFAULT_CONFIG = "experiments/figures/paper_fig3.yaml"
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.config).is_file():
         print(f"figure config not found: {args.config}", file=sys.stderr)
         return 1
-    cli = ManipulateCLI(args=["--config", args.config, *overrides], run=False)
+    cli = manipulate.main(["--config", args.config, *overrides], run=False)
     missing = cli.model.missing_inputs() + cli.datamodule.missing_inputs()
     if missing:
         lines = "\n".join(f"  - {what}: expected at {path}" for what, path in missing)

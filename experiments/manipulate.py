@@ -10,6 +10,8 @@ the captioned grid, metrics.json, job.json); the grid also goes to W&B when a Wa
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from typing import Any
 
 from pytorch_lightning.cli import LightningCLI
@@ -36,8 +38,23 @@ class ManipulateCLI(LightningCLI):
             raise SystemExit("trainer.inference_mode must be false: the edit optimises W+ codes inside predict")
 
 
+@contextmanager
+def own_argv():
+    """Run a LightningCLI with explicit args without it also seeing (and warning about) the caller's sys.argv."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 def main(args: list[str] | None = None, run: bool = True) -> ManipulateCLI:
-    return ManipulateCLI(args=args, run=run)
+    """The CLI on `args` (a list, as on the command line), or on the process's command line when None."""
+    if args is None:
+        return ManipulateCLI(run=run)
+    with own_argv():
+        return ManipulateCLI(args=args, run=run)
 
 
 if __name__ == "__main__":

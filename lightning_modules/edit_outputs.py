@@ -1,7 +1,7 @@
 """What an edit job leaves on disk: a fresh run directory, PNGs, the captioned grid, GIFs of the optimisation.
 
-Images arrive as generator output in [-1, 1]; everything written or logged is uint8 or [0, 1] (W&B stretches
-floats with negatives, so nothing signed ever reaches it).
+Images arrive as generator output in [-1, 1]; everything written or logged is uint8 (W&B versions disagree on
+float images: older ones min-max stretch them, 0.31 casts them to uint8 unscaled; uint8 means the same to all).
 """
 
 from __future__ import annotations

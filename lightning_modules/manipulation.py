@@ -447,8 +447,9 @@ class ManipulationModule(pl.LightningModule):
         if logger is not None and hasattr(logger, "log_image"):
             caption = "rows: " + ", ".join(s.name for s in self.sources) + " | columns: source, " + ", ".join(
                 label for label, _ in self.sounds)
-            logger.log_image(key="manipulation/grid", images=[torch.from_numpy(grid).permute(2, 0, 1).float() / 255],
-                             caption=[caption])
+            # uint8 (H, W, 3): W&B 0.31 casts float images straight to uint8 (a [0, 1] float grid would log black),
+            # older versions min-max stretch floats; uint8 is shown as is by both.
+            logger.log_image(key="manipulation/grid", images=[grid], caption=[caption])
             logger.log_metrics({f"manipulation/{k}": v for k, v in summary.items() if v is not None})
         rank_zero_info(f"manipulation: {len(pairs)} edits in {self.run_dir} (grid: {grid_path}); mean CLIP cosine "
                        f"to target {summary['clip_cos_before_mean']:.4f} -> {summary['clip_cos_after_mean']:.4f}"
