@@ -2,7 +2,8 @@
 
     make bench-audio            (or: python benchmarks/bench_audio.py [--clips 24] [--rows 200000])
 
-Part 1, per 10 s clip, one thread, median of repeated passes over the same files (page cache warm):
+Part 1, per 10 s clip, one thread (torch, BLAS and OpenMP), median of repeated passes over the same files (page
+cache warm); the cases take turns within every repeat, so the load of a shared machine affects all alike:
 - official: `librosa.load(path, sr=44100)` + `melspectrogram(n_fft=2048, hop=512, n_mels=128)` +
   `power_to_db(ref=max) / 80 + 1`, all inside the dataset (so inside the DataLoader workers); run on our
   prepared 16 kHz FLAC (librosa resamples up to 44.1 kHz) and on 44.1 kHz FLAC (no resampling, its best case),
@@ -32,6 +33,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -44,16 +46,30 @@ from datamodules.soundzoo import SOUND_CLASSES, synthesize  # noqa: E402
 from datamodules.vggsound import AUDIO_EXTENSIONS, VGGSoundDataModule, index_audio_files  # noqa: E402
 from datamodules.vggsound_csv import read_vggsound_csv  # noqa: E402
 
+OFFICIAL = "official, 16 kHz FLAC -> 44.1 kHz (soxr_hq)"
+OFFICIAL_081 = "official, 16 kHz FLAC -> 44.1 kHz (resampy kaiser_best, librosa 0.8.1 default)"
+SAME_RATE = "librosa at 16 kHz with our parameters (same rate)"
+LOADER = "ours: decode 16 kHz FLAC + crop"
+MEL = "ours: LogMelFrontEnd, one clip"
+END_TO_END = "ours end to end: decode + crop + LogMelFrontEnd, one clip"
 
-def _median_ms_per_clip(fn, items, repeats: int) -> float:
-    fn(items[0])  # warm-up (lazy imports, numba JIT in resampy, FFT plans)
-    times = []
+
+Case = tuple[str, str, Callable, list]  # name, where it runs, function of one item, items
+
+
+def _interleaved_ms_per_clip(cases: list[Case], repeats: int) -> list[tuple[str, str, float]]:
+    """Median ms per item of each case; the cases take turns in every repeat, so a change in the load of a
+    shared machine hits all of them alike (the ratios are what we report)."""
+    for _, _, fn, items in cases:
+        fn(items[0])  # warm-up: lazy imports, numba JIT (resampy), FFT plans
+    times: list[list[float]] = [[] for _ in cases]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for it in items:
-            fn(it)
-        times.append((time.perf_counter() - t0) / len(items))
-    return 1000 * statistics.median(times)
+        for k, (_, _, fn, items) in enumerate(cases):
+            t0 = time.perf_counter()
+            for it in items:
+                fn(it)
+            times[k].append((time.perf_counter() - t0) / len(items))
+    return [(name, where, 1000 * statistics.median(t)) for (name, where, _, _), t in zip(cases, times)]
 
 
 def audio_path(n_clips: int, repeats: int, device: str) -> list[tuple[str, str, float]]:
@@ -85,26 +101,22 @@ def audio_path(n_clips: int, repeats: int, device: str) -> list[tuple[str, str, 
     def ours_loader(path):
         return crop_or_pad(load_audio(path, 16000), 160000, "random", gen)
 
+    def ours_end_to_end(path):
+        return fe(ours_loader(path)[None])
+
     waves = [ours_loader(p) for p in f16]
-
-    def ours_mel(wave):
-        return fe(wave[None])
-
-    batch = torch.stack(waves[:32] if len(waves) >= 32 else (waves * 32)[:32])
-
-    worker, device_cpu = "loader worker", "model device (CPU here)"
-    rows = []
-    rows.append(("official, 16 kHz FLAC -> 44.1 kHz (soxr_hq)", worker, _median_ms_per_clip(official, f16, repeats)))
-    rows.append(("official, 44.1 kHz FLAC (no resampling)", worker, _median_ms_per_clip(official, f44, repeats)))
-    rows.append(("official, 16 kHz FLAC -> 44.1 kHz (resampy kaiser_best, librosa 0.8.1 default)", "loader worker",
-                 _median_ms_per_clip(lambda p: official(p, "kaiser_best"), f16[: max(2, len(f16) // 4)], repeats)))
-    rows.append(("librosa at 16 kHz with our parameters (same rate)", "loader worker",
-                 _median_ms_per_clip(official_same_rate, f16, repeats)))
-    rows.append(("ours: decode 16 kHz FLAC + crop", "loader worker", _median_ms_per_clip(ours_loader, f16, repeats)))
-    rows.append(("ours: LogMelFrontEnd, one clip", device_cpu, _median_ms_per_clip(ours_mel, waves, repeats)))
-    with torch.no_grad():
-        rows.append(("ours: LogMelFrontEnd, batch of 32", device_cpu,
-                     _median_ms_per_clip(lambda b: fe(b), [batch], repeats * 3) / len(batch)))
+    batch = torch.stack((waves * 32)[:32])
+    worker, model_cpu = "loader worker", "model device (CPU here)"
+    cases = [
+        (OFFICIAL, worker, official, f16),
+        ("official, 44.1 kHz FLAC (no resampling)", worker, official, f44),
+        (OFFICIAL_081, worker, lambda p: official(p, "kaiser_best"), f16[: max(2, len(f16) // 4)]),
+        (SAME_RATE, worker, official_same_rate, f16),
+        (LOADER, worker, ours_loader, f16),
+        (MEL, model_cpu, lambda w: fe(w[None]), waves),
+        ("ours: LogMelFrontEnd, batch of 32 (per clip)", model_cpu, fe, [batch] * 2),
+        (END_TO_END, "both, on one CPU thread", ours_end_to_end, f16),
+    ]
     if device.startswith("cuda") and torch.cuda.is_available():
         fe_gpu, gb = LogMelFrontEnd().to(device), batch.to(device)
 
@@ -112,8 +124,11 @@ def audio_path(n_clips: int, repeats: int, device: str) -> list[tuple[str, str, 
             fe_gpu(b)
             torch.cuda.synchronize()
 
-        rows.append((f"ours: LogMelFrontEnd, batch of 32 on {torch.cuda.get_device_name()}", "model device (GPU)",
-                     _median_ms_per_clip(gpu, [gb] * 20, repeats) / len(batch)))
+        cases.append((f"ours: LogMelFrontEnd, batch of 32 on {torch.cuda.get_device_name()} (per clip)",
+                      "model device (GPU)", gpu, [gb] * 20))
+    with torch.no_grad():
+        rows = _interleaved_ms_per_clip(cases, repeats)
+    rows = [(name, where, ms / 32 if "batch of 32" in name else ms) for name, where, ms in rows]
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()
@@ -202,18 +217,13 @@ def main() -> None:
     print("\n| path (10 s clip, 1 thread) | runs in | ms/clip | clips/s |\n|---|---|---:|---:|")
     for name, where, v in rows:
         print(f"| {name} | {where} | {v:.2f} | {1000 / v:.0f} |")
-    loader = ms["ours: decode 16 kHz FLAC + crop"]
-    single, batched = ms["ours: LogMelFrontEnd, one clip"], ms["ours: LogMelFrontEnd, batch of 32"]
-    official = ms["official, 16 kHz FLAC -> 44.1 kHz (soxr_hq)"]
-    print("\n| comparison | speedup |\n|---|---:|")
-    print(f"| loader work per clip: official (16 kHz FLAC, soxr) vs ours (decode + crop) | {official / loader:.1f}x |")
-    print(f"| end-to-end on one CPU thread: official vs ours (decode + crop + mel per clip) "
-          f"| {official / (loader + single):.1f}x |")
-    print(f"| end-to-end on one CPU thread, mel batched: official vs ours | {official / (loader + batched):.1f}x |")
-    same = ms["librosa at 16 kHz with our parameters (same rate)"]
-    print(f"| same rate (16 kHz, same STFT/mel sizes): librosa vs ours, per clip | {same / (loader + single):.1f}x |")
-    print(f"| official with librosa 0.8.1's resampler vs ours, per clip "
-          f"| {ms[rows[2][0]] / (loader + single):.1f}x |")
+    print("\n| comparison (same run) | speedup |\n|---|---:|")
+    print(f"| loader work per clip: official vs ours (decode + crop; mel on the model device) "
+          f"| {ms[OFFICIAL] / ms[LOADER]:.1f}x |")
+    print(f"| end to end on one CPU thread: official vs ours | {ms[OFFICIAL] / ms[END_TO_END]:.1f}x |")
+    print(f"| same rate (16 kHz, same STFT/mel sizes): librosa vs ours end to end "
+          f"| {ms[SAME_RATE] / ms[END_TO_END]:.1f}x |")
+    print(f"| official with librosa 0.8.1's resampler vs ours end to end | {ms[OFFICIAL_081] / ms[END_TO_END]:.1f}x |")
     print(f"\n| DataModule setup, {args.rows:,} rows | seconds |\n|---|---:|")
     print(f"(files in {args.setup_dir or tempfile.gettempdir()})")
     for name, seconds in setup_scale(args.rows, 3, args.setup_dir):

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+PERMUTATION_STREAM = 2**32 - 1  # the "index" whose stream shuffles an epoch; no dataset item has it
+
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A CPU generator whose stream is a function of (seed, epoch, index) alone."""
@@ -41,7 +43,7 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
-            order = torch.randperm(self.size, generator=item_generator(self.seed, self.epoch, -1 & 0xFFFFFFFF))
+            order = torch.randperm(self.size, generator=item_generator(self.seed, self.epoch, PERMUTATION_STREAM))
         else:
             order = torch.arange(self.size)
         epoch = self.epoch
