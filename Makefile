@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench-audio
+.PHONY: help install test test-fast lint bench-audio bench-generator
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,3 +38,6 @@ lint: $(STAMP) ## Run ruff over the repository
 
 bench-audio: $(STAMP) ## Audio loading + log-mel vs the official librosa path, DataModule setup on 200k rows
 	$(MALLOC_ENV) $(PY) benchmarks/bench_audio.py
+
+bench-generator: $(STAMP) ## StyleGAN2 256px forward and W+ step: ops ref vs kernels, our modconv vs grouped conv
+	$(MALLOC_ENV) $(PY) benchmarks/bench_generator.py

@@ -95,9 +95,11 @@ def test_rosinality_training_checkpoint_with_args_namespace(tmp_path):
     G = load_generator(path)
     assert _same_images(G, G0)
     assert G.latent_avg is None  # training checkpoints have none: mean_latent() estimates it
-    # A bare g_ema state dict loads too.
+    # A bare g_ema state dict loads too, and so does the pre-zip torch.save format of older rosinality files.
     torch.save(G0.state_dict(), tmp_path / "bare.pt")
     assert _same_images(load_generator(tmp_path / "bare.pt"), G0)
+    torch.save(ckpt, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert _same_images(load_generator(tmp_path / "legacy.pt"), G0)
 
 
 def test_conv_clamp_and_lr_mlp_survive_save(tmp_path):

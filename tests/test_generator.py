@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import TINY_GENERATOR, build_tiny_generator
@@ -178,3 +180,27 @@ def test_bad_inputs_are_named():
         Generator(24)
     with pytest.raises(ValueError, match="lacks resolutions"):
         Generator(**{**TINY_GENERATOR, "size": 32})
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_and_stays_float32_under_bf16_autocast():
+    G = build_tiny_generator(size=32, style_dim=16, channels={4: 12, 8: 10, 16: 8, 32: 6}, conv_clamp=0.5)
+    w_plus = torch.randn(3, G.n_latent, 16)
+    w_cpu = w_plus.clone().requires_grad_(True)
+    expected = G.synthesis(w_cpu)
+    expected.square().mean().backward()
+    Gc = copy.deepcopy(G).cuda()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # compare in true float32
+    try:
+        w_gpu = w_plus.cuda().requires_grad_(True)
+        images = Gc.synthesis(w_gpu)
+        images.square().mean().backward()
+        torch.testing.assert_close(images.cpu(), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(w_gpu.grad.cpu(), w_cpu.grad, rtol=1e-4, atol=1e-6)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            mixed = Gc.synthesis(w_plus.cuda())
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed.cpu(), expected.detach(), rtol=1e-4, atol=1e-4)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -210,7 +210,7 @@ def _from_nvlabs(g: Any, path: Path) -> GeneratorCheckpoint:
             f"{path}: G_ema ({g.class_name}) has no synthesis.b4.const / mapping.fc0.weight: not a StyleGAN2 "
             f"generator (StyleGAN3?); found {_short(sorted(t))}"
         )
-    if kw.get("z_dim", kw.get("w_dim")) != kw.get("w_dim", kw.get("z_dim")):
+    if "z_dim" in kw and "w_dim" in kw and kw["z_dim"] != kw["w_dim"]:
         raise CheckpointFormatError(f"{path}: z_dim={kw['z_dim']} differs from w_dim={kw['w_dim']}; not supported")
 
     used: set[str] = set()
