@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench-audio bench-generator
+.PHONY: help install test test-fast lint bench-audio bench-generator weights figures bench-manip bench
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,3 +41,18 @@ bench-audio: $(STAMP) ## Audio loading + log-mel vs the official librosa path, D
 
 bench-generator: $(STAMP) ## StyleGAN2 256px forward and W+ step: ops ref vs kernels, our modconv vs grouped conv
 	$(MALLOC_ENV) $(PY) benchmarks/bench_generator.py
+
+weights: $(STAMP) ## Download CLIP + StyleGAN2 checkpoints of a real run (resumable; WEIGHTS="name ..." picks others)
+	$(PY) -m experiments.weights $(WEIGHTS)
+
+figures: $(STAMP) ## The paper's Figure 3 (sources x seven sounds) -> figures/paper_fig3.png; lists missing inputs
+	$(MALLOC_ENV) $(PY) -m experiments.figures --config experiments/figures/paper_fig3.yaml
+
+bench-manip: $(STAMP) ## Eq. 2 edits: pair-steps/s of a batch of 8 pairs vs 8 single-pair runs (tiny 64 px, CPU)
+	$(MALLOC_ENV) $(PY) benchmarks/bench_manipulation.py
+
+# Every bench-* target in this Makefile, so new benchmarks join `make bench` without editing it.
+BENCH_TARGETS = $(shell sed -n 's/^\(bench-[a-zA-Z0-9_-]*\):.*/\1/p' $(MAKEFILE_LIST))
+
+bench: $(STAMP) ## Run every benchmark (all bench-* targets); results belong in benchmarks/RESULTS.md
+	@for t in $(BENCH_TARGETS); do $(MAKE) --no-print-directory $$t || exit 1; done
