@@ -2,6 +2,7 @@
 
     python -m experiments.edit --sound fire.wav --seed 7 --generator wikiart.pkl --audio-encoder audio.pt --out edits/
     python -m experiments.edit --sound rain.wav --latent w_plus.pt ...   # a W/W+ code, e.g. from experiments.project
+    python -m experiments.edit --sound wind.wav --image my_painting.jpg ...   # projected first, cached by image hash
 
 Several --sound flags edit the same source with each sound. The same `ManipulationModule` as the config-driven
 job (`experiments.manipulate`) runs underneath, with the paper's defaults; outputs go to a new run directory under
@@ -18,6 +19,8 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.edit_pairs import EditPairsDataModule
+from experiments.project import DEFAULT_CONFIG as PROJECTION_CONFIG
+from experiments.project import load_config, missing_image_sources, project_image_sources
 from lightning_modules.manipulation import ManipulationModule
 
 
@@ -30,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--seed", type=int, help="random sample: z from this seed, truncated, broadcast to W+")
     source.add_argument("--latent", help="W or W+ code file (.pt/.npy), e.g. written by experiments.project")
     source.add_argument("--mean", action="store_true", help="the generator's mean latent")
+    source.add_argument("--image", help="your own painting (any image file): projected into W+ first, cached by "
+                        "image hash in $AIARTIST_CACHE_DIR/projections (default ~/.cache/aiartist)")
+    p.add_argument("--projection-config", default=str(PROJECTION_CONFIG), help="projector settings for --image")
     p.add_argument("--generator", required=True, help="StyleGAN2 checkpoint (.pt rosinality, .pkl NVlabs/TF)")
     p.add_argument("--audio-encoder", required=True, help="exported audio encoder or AudioCLIP checkpoint")
     p.add_argument("--clip", default="ViT-B/32", help="CLIP name or file (the one the encoder was trained against)")
@@ -52,6 +58,8 @@ def source_spec(args: argparse.Namespace) -> str:
         return f"seed:{args.seed}"
     if args.latent is not None:
         return args.latent
+    if args.image is not None:
+        return args.image  # replaced by its projected W+ file once the inputs are known to exist
     return "mean"
 
 
@@ -68,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = EditPairsDataModule(sources=[source_spec(args)], sounds=dict(zip(labels, args.sound)),
                                batch_size=len(args.sound))
-    missing = module.missing_inputs() + data.missing_inputs()
+    missing = module.missing_inputs() + data.missing_inputs() + missing_image_sources(data.source_specs)
     if missing:
         print("missing inputs:\n" + "\n".join(f"  {what}: {path}" for what, path in missing), file=sys.stderr)
         return 1
+    data.source_specs = project_image_sources(data.source_specs, args.generator, config=load_config(
+        args.projection_config), device={"auto": None, "gpu": "cuda"}.get(args.device, args.device))
     accelerator = ("gpu" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     trainer = pl.Trainer(accelerator=accelerator, devices=1, inference_mode=False, logger=False,
                          enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)

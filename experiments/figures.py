@@ -3,9 +3,10 @@
     python -m experiments.figures --config experiments/figures/paper_fig3.yaml [--out figures/paper_fig3.png]
 
 Rows are the config's sources, columns the source and then each sound in the config's order. Before any work, every
-input (generator, audio encoder, CLIP, clips, W+ files) is checked; missing ones are listed with where they are
-expected and the command exits with status 1. Further arguments are manipulate-CLI overrides
-(e.g. --trainer.devices=4 --model.steps=200).
+input (generator, audio encoder, CLIP, clips, W+ files, source images) is checked; missing ones are listed with where
+they are expected and the command exits with status 1. Sources given as image files (your own paintings) are projected
+into W+ first (`experiments.project`, settings from --projection-config) and cached by image hash. Further arguments
+are manipulate-CLI overrides (e.g. --trainer.devices=4 --model.steps=200).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 from experiments import manipulate
+from experiments.project import DEFAULT_CONFIG as PROJECTION_CONFIG
+from experiments.project import load_config, missing_image_sources, project_image_sources
 from lightning_modules.edit_outputs import unused_path
 
 DEFAULT_CONFIG = "experiments/figures/paper_fig3.yaml"
@@ -25,18 +28,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.figures", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="a manipulate config (model, data, trainer)")
     parser.add_argument("--out", help="figure path (default: figures/<config name>.png); never overwritten")
+    parser.add_argument("--projection-config", default=str(PROJECTION_CONFIG), help="settings for image sources")
     args, overrides = parser.parse_known_args(argv)
     if not Path(args.config).is_file():
         print(f"figure config not found: {args.config}", file=sys.stderr)
         return 1
     cli = manipulate.main(["--config", args.config, *overrides], run=False)
-    missing = cli.model.missing_inputs() + cli.datamodule.missing_inputs()
+    missing = (cli.model.missing_inputs() + cli.datamodule.missing_inputs()
+               + missing_image_sources(cli.datamodule.source_specs))
     if missing:
         lines = "\n".join(f"  - {what}: expected at {path}" for what, path in missing)
         print(f"cannot make the figure from {args.config}; missing inputs:\n{lines}\n"
               "Weights: `make weights` (CLIP, generators); audio encoder: `make train`; clips: see the comments in "
               "the config and README 'Using real weights and data'.", file=sys.stderr)
         return 1
+    cli.datamodule.source_specs = project_image_sources(  # image files -> cached W+ files
+        cli.datamodule.source_specs, cli.model.hparams.generator, config=load_config(args.projection_config))
     cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
     if cli.trainer.is_global_zero:
         out = unused_path(args.out or Path("figures") / f"{Path(args.config).stem}.png")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -391,3 +392,90 @@ def test_cache_key_tracks_what_changes_the_result(painting_files, generator_file
     os.makedirs(os.path.dirname(path))
     torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
     assert cache_key(painting_files[0], generator_file, cfg) != offline
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Editing your own painting: `experiments.edit --image` and image sources in figure configs
+
+
+@pytest.fixture
+def edit_assets(tmp_path, tiny_clip_path, generator_file, painting_files, monkeypatch):
+    """Tiny audio encoder (64-d like the tiny CLIP), two short clips, a fast offline projection config, and a
+    private projection cache."""
+    import soundfile as sf
+
+    from datamodules.soundzoo import synthesize
+    from experiments.project import DEFAULT_CONFIG
+    from lightning_modules.audio_export import export_audio_encoder
+    from lightning_modules.networks.audio_encoder import AudioEncoder
+
+    torch.manual_seed(0)
+    encoder = export_audio_encoder(
+        AudioEncoder(embed_dim=64, backbone="resnet18", width=8, clip_seconds=1.0, n_fft=256, n_mels=32),
+        tmp_path / "audio_encoder.pt")
+    sounds = {}
+    for k, label in enumerate(["rain", "fire crackling"]):
+        sounds[label] = str(tmp_path / f"{label.replace(' ', '_')}.wav")
+        sf.write(sounds[label], synthesize(label, k, seconds=1.2), 16000)
+    config = tmp_path / "fast_projection.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text().replace("steps: 1000", "steps: 5")
+                      .replace("lpips_download: true", "lpips_download: false"))
+    monkeypatch.setenv("AIARTIST_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = Projector.project
+    monkeypatch.setattr(Projector, "project",
+                        lambda self, t, *args, **kw: calls.append(t.shape[0]) or real(self, t, *args, **kw))
+    return {"generator": generator_file, "audio_encoder": str(encoder), "clip": tiny_clip_path, "sounds": sounds,
+            "projection_config": str(config), "painting": painting_files[0], "calls": calls,
+            "cache": tmp_path / "cache" / "projections"}
+
+
+def test_edit_command_takes_an_image(edit_assets, tmp_path, capsys):
+    from experiments import edit
+
+    a = edit_assets
+    argv = ["--sound", a["sounds"]["rain"], "--image", a["painting"], "--generator", a["generator"],
+            "--audio-encoder", a["audio_encoder"], "--clip", a["clip"], "--out", str(tmp_path / "edits"),
+            "--steps", "2", "--device", "cpu", "--projection-config", a["projection_config"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LPIPS dropped offline
+        assert edit.main(argv) == 0
+        assert edit.main(argv) == 0
+    assert a["calls"] == [1]  # the second edit of the same painting reuses the cached projection
+    entries = list(a["cache"].glob("landscape-*/w_plus.pt"))
+    assert len(entries) == 1
+    out = capsys.readouterr().out
+    assert out.count("CLIP cosine") == 2 and "landscape" in out
+
+    argv[argv.index("--image") + 1] = str(tmp_path / "nowhere.jpg")
+    assert edit.main(argv) == 1
+    assert "source image: " + str(tmp_path / "nowhere.jpg") in capsys.readouterr().err
+
+
+def test_figure_config_lists_paintings_as_image_files(edit_assets, tmp_path, capsys):
+    import yaml
+
+    from experiments import figures
+    from lightning_modules.edit_outputs import caption_height
+
+    a = edit_assets
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments/figures/paper_fig3.yaml").read_text())
+    cfg["trainer"] = {"accelerator": "cpu", "devices": 1, "logger": False, "inference_mode": False,
+                      "enable_progress_bar": False, "enable_model_summary": False}
+    cfg["model"].update({"generator": a["generator"], "audio_encoder": a["audio_encoder"], "clip": a["clip"],
+                         "steps": 2, "grid_cell": 32, "output_dir": str(tmp_path / "runs"), "progress": False})
+    cfg["data"].update({"sounds": a["sounds"], "sources": [a["painting"], "seed:3"], "batch_size": 2})
+    path = tmp_path / "fig.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    argv = ["--config", str(path), "--projection-config", a["projection_config"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert figures.main([*argv, "--out", str(tmp_path / "fig.png")]) == 0
+        assert figures.main([*argv, "--out", str(tmp_path / "fig_again.png")]) == 0
+    assert a["calls"] == [1]  # projected once, then cached
+    assert Image.open(tmp_path / "fig.png").size == (3 * 32, caption_height(32) + 2 * 32)  # source + 2 sounds
+
+    cfg["data"]["sources"] = [str(tmp_path / "lost_painting.png")]
+    path.write_text(yaml.safe_dump(cfg))
+    assert figures.main(argv) == 1
+    assert str(tmp_path / "lost_painting.png") in capsys.readouterr().err
