@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench-audio bench-generator weights figures bench-manip bench
+.PHONY: help install test test-fast lint bench-audio bench-generator weights figures bench-manip bench bench-projection
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ figures: $(STAMP) ## The paper's Figure 3 (sources x seven sounds) -> figures/pa
 
 bench-manip: $(STAMP) ## Eq. 2 edits: pair-steps/s of a batch of 8 pairs vs 8 single-pair runs (tiny 64 px, CPU)
 	$(MALLOC_ENV) $(PY) benchmarks/bench_manipulation.py
+
+bench-projection: $(STAMP) ## Projector round trip (image error vs start) and CPU cost per image, tiny 16/64 px
+	$(MALLOC_ENV) $(PY) benchmarks/bench_projection.py
 
 # Every bench-* target in this Makefile, so new benchmarks join `make bench` without editing it.
 BENCH_TARGETS = $(shell sed -n 's/^\(bench-[a-zA-Z0-9_-]*\):.*/\1/p' $(MAKEFILE_LIST))
