@@ -111,7 +111,8 @@ def main() -> None:
     clip_path = write_tiny_clip(os.path.join(tempfile.mkdtemp(prefix="bench_proj_clip_"), "tiny_clip.pt"))
 
     print(f"\nround trip, {args.steps} steps, 4 images, default settings offline (LPIPS dropped)")
-    print("| generator | weights | MSE start | MSE end (mean / max) | PSNR dB | ‖Δw‖ start → end | CPU s/image | wall s/image |")
+    print("| generator | weights | MSE start | MSE end (mean / max) | PSNR dB | ‖Δw‖ start → end "
+          "| CPU s/image | wall s/image |")
     print("|---|---|---|---|---|---|---|---|")
     for name, kwargs in GENERATORS.items():
         r = round_trip(tiny_generator(kwargs), args.steps)
