@@ -276,7 +276,7 @@ def painting_files(tmp_path):
     b = tmp_path / "in" / "portrait.png"
     a.parent.mkdir()
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(a)
-    Image.fromarray(rng.integers(0, 255, (80, 40, 4), dtype=np.uint8), mode="RGBA").save(b)
+    Image.fromarray(rng.integers(0, 255, (80, 40, 4), dtype=np.uint8)).save(b)  # RGBA
     return [str(a), str(b)]
 
 
@@ -322,7 +322,8 @@ def test_command_writes_codes_the_edit_side_reads(painting_files, generator_file
     # Nothing is overwritten without being asked.
     with pytest.raises(FileExistsError, match="--overwrite"):
         main(argv)
-    main([*argv, "--overwrite"])
+    with pytest.warns(UserWarning, match="LPIPS term dropped"):
+        main([*argv, "--overwrite"])
 
 
 def test_command_names_every_bad_image_before_any_work(painting_files, generator_file, tmp_path):
