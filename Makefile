@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench-audio bench-generator weights figures bench-manip bench bench-projection
+.PHONY: help install test test-fast lint bench-audio bench-generator weights figures bench-manip bench bench-projection bench-ops
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ bench-manip: $(STAMP) ## Eq. 2 edits: pair-steps/s of a batch of 8 pairs vs 8 si
 
 bench-projection: $(STAMP) ## Projector round trip (image error vs start) and CPU cost per image, tiny 16/64 px
 	$(MALLOC_ENV) $(PY) benchmarks/bench_projection.py
+
+bench-ops: $(STAMP) ## Fused bias_act / upfirdn2d kernels (C++, and CUDA if present) vs idiomatic PyTorch
+	$(MALLOC_ENV) $(PY) benchmarks/bench_ops.py
 
 # Every bench-* target in this Makefile, so new benchmarks join `make bench` without editing it.
 BENCH_TARGETS = $(shell sed -n 's/^\(bench-[a-zA-Z0-9_-]*\):.*/\1/p' $(MAKEFILE_LIST))

@@ -164,6 +164,7 @@ def test_bad_arguments_raise_clear_errors():
 
 
 @pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
 @pytest.mark.parametrize("act", ACTS)
 def test_cuda_matches_ref(act):
     for dtype in (torch.float32, torch.float64):
@@ -177,6 +178,7 @@ def test_cuda_matches_ref(act):
 
 
 @pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 def test_cuda_16bit_is_computed_in_float32(dtype):
     x = torch.randn(4, 8, 16, 16, device="cuda").to(dtype)
@@ -193,6 +195,7 @@ def test_cuda_16bit_is_computed_in_float32(dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
 @pytest.mark.parametrize("act", ACTS)
 def test_cuda_gradcheck(act):
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, device="cuda", requires_grad=True)

@@ -181,6 +181,7 @@ def test_upfirdn2d_bad_arguments_raise_clear_errors():
 
 
 @pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
 @pytest.mark.parametrize("up, down", [(u, d) for u in (1, 2, 4) for d in (1, 2, 4)] + [((2, 1), (1, 4))])
 def test_cuda_matches_ref(up, down):
     for dtype in (torch.float32, torch.float64):
@@ -188,6 +189,7 @@ def test_cuda_matches_ref(up, down):
 
 
 @pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 def test_cuda_16bit_is_computed_in_float32(dtype):
     x = torch.randn(2, 8, 16, 16, device="cuda").to(dtype)
@@ -200,6 +202,7 @@ def test_cuda_16bit_is_computed_in_float32(dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
 def test_cuda_gradcheck_and_gradgradcheck():
     f = torch.randn(3, 4, dtype=torch.float64, device="cuda")
     x = torch.randn(1, 2, 5, 6, dtype=torch.float64, device="cuda", requires_grad=True)

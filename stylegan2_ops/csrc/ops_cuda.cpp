@@ -1,9 +1,11 @@
 // PyTorch bindings of the CUDA kernels: argument checks, device guard, stream, output allocation.
 #include <torch/extension.h>
 
-#include <ATen/cuda/CUDAContext.h>
+// c10-level CUDA headers only: ATen/cuda/CUDAContext.h would also need the cuBLAS/cuSPARSE headers, which minimal
+// toolkits lack.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <tuple>
 #include <vector>
@@ -49,7 +51,7 @@ at::Tensor bias_act_forward(const at::Tensor& x, const at::Tensor& b, int64_t di
   C10_CUDA_CHECK(sg2::launch_bias_act_forward(dtype_code(x, "bias_act"), x.data_ptr(),
                                               has_b ? b.data_ptr() : nullptr, y.data_ptr(), x.numel(), channels,
                                               inner, int(act), alpha, gain, clamp,
-                                              at::cuda::getCurrentCUDAStream()));
+                                              c10::cuda::getCurrentCUDAStream()));
   return y;
 }
 
@@ -73,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad(const at::Tensor& g, const at::
   C10_CUDA_CHECK(sg2::launch_bias_act_grad(dtype_code(g, "bias_act"), g.data_ptr(), ref.data_ptr(),
                                            has_b && !from_y ? b.data_ptr() : nullptr, dx.data_ptr(), g.numel(),
                                            channels, inner, int(act), int(order), from_y, alpha, gain, clamp,
-                                           at::cuda::getCurrentCUDAStream()));
+                                           c10::cuda::getCurrentCUDAStream()));
   at::Tensor db;
   if (want_db) {
     std::vector<int64_t> dims;
@@ -103,7 +105,7 @@ at::Tensor upfirdn2d_forward(const at::Tensor& x, const at::Tensor& w, int64_t u
   auto out = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
   C10_CUDA_CHECK(sg2::launch_upfirdn2d(dtype_code(x, "upfirdn2d"), x.data_ptr(), w.data_ptr(), out.data_ptr(),
                                        x.size(0) * x.size(1), in_h, in_w, out_h, out_w, kh, kw, upx, upy, downx,
-                                       downy, px0, py0, at::cuda::getCurrentCUDAStream()));
+                                       downy, px0, py0, c10::cuda::getCurrentCUDAStream()));
   return out;
 }
 

@@ -1,0 +1,158 @@
+"""Speed of the fused StyleGAN2 ops (C++ / CUDA kernels) against idiomatic PyTorch, on StyleGAN2-sized tensors.
+
+Both sides run in the same process and allocator environment, interleaved repeat by repeat; the table gives
+medians of the wall time and (on CPU) of the process CPU time, which stays stable when the machine is shared.
+bias_act's bandwidth counts forward: read x, write y (2N elements); backward: read dy and y, write dx (3N); the
+C++ backward sums db from dx in the same pass (no extra bytes), the CUDA one reads dx once more for db (+N).
+clone() reads and writes N elements (2N).
+
+    make bench-ops                      # CPU (and CUDA when present), torch's default threads
+    python benchmarks/bench_ops.py --threads 1 --repeats 21
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from stylegan2_ops import bias_act, downsample2d, setup_filter, upsample2d
+
+BIAS_ACT_SHAPES = [(8, 512, 32, 32), (4, 128, 256, 256)]
+UPFIRDN_SHAPE = (4, 128, 128, 128)
+
+
+def measure(fns: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall s, CPU s) per function; the functions take turns so that drift hits all of them alike."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for fn in fns.values():  # warm-up: builds, allocator pools, caches
+        fn()
+        fn()
+    sync()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)) for name, ts in times.items()
+    }
+
+
+def bias_act_rows(device: str, impl: str, repeats: int) -> list[dict]:
+    rows = []
+    for shape in BIAS_ACT_SHAPES:
+        x = torch.randn(shape, device=device, requires_grad=True)
+        b = torch.randn(shape[1], device=device, requires_grad=True)
+        dy = torch.randn(shape, device=device)
+
+        def ref(x=x, b=b, dy=dy):
+            y = F.leaky_relu(x + b.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+            return torch.autograd.grad(y, (x, b), dy)
+
+        def kernel(x=x, b=b, dy=dy):
+            return torch.autograd.grad(bias_act(x, b, act="lrelu", impl=impl), (x, b), dy)
+
+        xd = x.detach()
+        t = measure({"ref": ref, impl: kernel, "clone": xd.clone}, device, repeats)
+        n_bytes = x.numel() * x.element_size()
+        moved = (5 if impl == "cpp" else 6) * n_bytes
+        rows.append(
+            dict(
+                op="bias_act lrelu fwd+bwd",
+                shape=shape,
+                ref=t["ref"],
+                kernel=t[impl],
+                bandwidth={k: moved / t[impl][k] / 1e9 for k in (0, 1)},
+                clone={k: 2 * n_bytes / t["clone"][k] / 1e9 for k in (0, 1)},
+            )
+        )
+    return rows
+
+
+def upfirdn2d_rows(device: str, impl: str, repeats: int) -> list[dict]:
+    x = torch.randn(UPFIRDN_SHAPE, device=device)
+    f = setup_filter([1, 3, 3, 1], device=device)
+    rows = []
+    for name, op in (("upfirdn2d up=2 [1,3,3,1]", upsample2d), ("upfirdn2d down=2 [1,3,3,1]", downsample2d)):
+        t = measure(
+            {"ref": lambda op=op: op(x, f, impl="ref"), impl: lambda op=op: op(x, f, impl=impl)}, device, repeats
+        )
+        rows.append(dict(op=name, shape=UPFIRDN_SHAPE, ref=t["ref"], kernel=t[impl]))
+    return rows
+
+
+def machine(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
+
+
+def table(rows: list[dict], impl: str, cpu_time: bool) -> str:
+    kinds = [(0, "wall")] + ([(1, "CPU")] if cpu_time else [])
+    head = ["op", "shape"]
+    for _, k in kinds:
+        head += [f"ref ms ({k})", f"{impl} ms ({k})", f"speed-up ({k})"]
+    for _, k in kinds:
+        head += [f"{impl} GB/s ({k})", f"clone GB/s ({k})", f"% of clone ({k})"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["op"], "×".join(map(str, r["shape"]))]
+        for i, _ in kinds:
+            cells += [f"{r['ref'][i] * 1e3:.2f}", f"{r['kernel'][i] * 1e3:.2f}", f"{r['ref'][i] / r['kernel'][i]:.2f}×"]
+        for i, _ in kinds:
+            if "bandwidth" in r:
+                bw, cl = r["bandwidth"][i], r["clone"][i]
+                cells += [f"{bw:.1f}", f"{cl:.1f}", f"{100 * bw / cl:.0f} %"]
+            else:
+                cells += ["–", "–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda", "all"], default="all", help="all = cpu, and cuda if present"
+    )
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            raise SystemExit("--device cuda: no CUDA device")
+        devices.remove("cuda")
+    allocator = " ".join(
+        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "LD_PRELOAD"
+    )
+    print(f"torch {torch.__version__}; allocator env: {allocator or 'glibc defaults'}; repeats {args.repeats}")
+    for device in devices:
+        impl = "cpp" if device == "cpu" else "cuda"
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        rows = bias_act_rows(device, impl, args.repeats) + upfirdn2d_rows(device, impl, args.repeats)
+        load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\n### {device}: {machine(device)}; load average {load:.1f} → {load_after:.1f}\n")
+        print(table(rows, impl, cpu_time=device == "cpu"))
+
+
+if __name__ == "__main__":
+    main()
