@@ -2,12 +2,13 @@
 
     python -m experiments.weights                      # the defaults: CLIP ViT-B/32 + the WikiArt generator
     python -m experiments.weights landscape-256 ViT-L/14
+    python -m experiments.weights landscape-256 official-resnet18-57   # the official CVPR 2022 models
     python -m experiments.weights --list               # names, files, formats, licences
 
-CLIP models go through the `clip` package (its cache, its checksum). Generator files download with a progress bar
-into a `.part` file that a re-run resumes (HTTP Range), are checked against the registry's sha256 where one is
-known, and only then take their final name. Without network, it says what could not be fetched and where each
-file is expected, and exits with status 1.
+CLIP models go through the `clip` package (its cache, its checksum). Generator and audio-encoder files download
+with a progress bar into a `.part` file that a re-run resumes (HTTP Range), are checked against the registry's
+sha256 where one is known, and only then take their final name. Without network, it says what could not be
+fetched and where each file is expected, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lightning_modules.clip_wrapper import resolve_clip_file
 
 REGISTRY = Path(__file__).with_name("weights.json")
 GENERATOR_FIELDS = ("name", "file", "url", "format", "resolution", "sha256", "url_verified", "licence")
+AUDIO_ENCODER_FIELDS = ("name", "file", "url", "format", "sha256", "url_verified", "licence")
 
 
 class DownloadError(RuntimeError):
@@ -34,21 +36,24 @@ class DownloadError(RuntimeError):
 
 
 def load_registry(path: str | Path = REGISTRY) -> dict:
-    """The registry, checked: every generator entry has all fields; names are unique."""
+    """The registry, checked: every generator and audio-encoder entry has all fields; names are unique."""
     reg = json.loads(Path(path).read_text())
-    for entry in reg["generators"]:
-        absent = [f for f in GENERATOR_FIELDS if f not in entry]
-        if absent:
-            raise ValueError(f"{path}: generator entry {entry.get('name')!r} lacks {absent}")
-    names = [e["name"] for e in reg["clip"] + reg["generators"]]
+    reg.setdefault("audio_encoders", [])
+    for kind, fields in (("generators", GENERATOR_FIELDS), ("audio_encoders", AUDIO_ENCODER_FIELDS)):
+        for entry in reg[kind]:
+            absent = [f for f in fields if f not in entry]
+            if absent:
+                raise ValueError(f"{path}: {kind} entry {entry.get('name')!r} lacks {absent}")
+    names = [e["name"] for e in reg["clip"] + reg["generators"] + reg["audio_encoders"]]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: duplicate names in {names}")
     return reg
 
 
 def select(reg: dict, names: list[str]) -> tuple[list[dict], list[dict]]:
-    """(CLIP entries, generator entries) for the names, or the defaults when none are given."""
-    entries = {e["name"]: ("clip", e) for e in reg["clip"]} | {e["name"]: ("gen", e) for e in reg["generators"]}
+    """(CLIP entries, file entries: generators and audio encoders) for the names, or the defaults when none given."""
+    entries = {e["name"]: ("clip", e) for e in reg["clip"]} | {
+        e["name"]: ("gen", e) for e in reg["generators"] + reg["audio_encoders"]}
     unknown = [n for n in names if n not in entries]
     if unknown:
         raise SystemExit(f"unknown weights {unknown}; known: {sorted(entries)} (see --list)")
@@ -113,9 +118,10 @@ def fetch_generator(entry: dict, urlopen: Callable = urllib.request.urlopen) -> 
 def print_list(reg: dict) -> None:
     for e in reg["clip"]:
         print(f"{e['name']}{' (default)' if e.get('default') else ''}: CLIP, {e['use']}\n    licence: {e['licence']}")
-    for e in reg["generators"]:
+    for e in reg["generators"] + reg["audio_encoders"]:
         verified = "" if e["url_verified"] else " [URL not verified]"
-        print(f"{e['name']}{' (default)' if e.get('default') else ''}: {e['resolution']} px, {e['format']}\n"
+        kind = f"{e['resolution']} px" if "resolution" in e else "audio encoder"
+        print(f"{e['name']}{' (default)' if e.get('default') else ''}: {kind}, {e['format']}\n"
               f"    file: {e['file']}\n    url: {e['url']}{verified}\n    sha256: {e['sha256'] or 'unknown'}\n"
               f"    use: {e['use']}\n    licence: {e['licence']}")
 

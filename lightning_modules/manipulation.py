@@ -28,6 +28,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
 from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.official_frontend import load_official_audio
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import DEFAULT_CLIP_CACHE, CLIPWrapper
 from lightning_modules.edit_outputs import (
@@ -42,6 +43,7 @@ from lightning_modules.edit_outputs import (
 )
 from lightning_modules.latent_sources import Source, source_wplus
 from lightning_modules.networks.checkpoints import load_generator
+from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
 
 
 def styleclip_lr(step: int, steps: int, lr: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
@@ -228,6 +230,13 @@ class ManipulationModule(pl.LightningModule):
         Clips of any rate/length are resampled to the encoder's rate and cropped/padded to its window.
         """
         encoder = self._load_audio_encoder()
+        if isinstance(encoder, OfficialAudioEncoder):
+            # The official preprocessing takes whole clips (dB reference = the clip's loudest bin, crop in frames)
+            # and its own resampler; 'random' is its editing script's policy (random crop, zero-padding after).
+            waves = [load_official_audio(path) for path in paths]
+            policy = "manipulation" if self.hparams.sound_crop == "random" else "center"
+            emb = encoder.embed_clips(waves, crop=policy, generator=torch.Generator().manual_seed(self.hparams.seed))
+            return F.normalize(emb.float(), dim=-1), [loudness_db(w) for w in waves]
         waves, levels = [], []
         for k, path in enumerate(paths):
             wave = load_audio(path, encoder.sample_rate)

@@ -1,0 +1,106 @@
+"""The official models in our pipeline: `make weights` registry entries, the landscape config, and the
+manipulation side embedding sounds with the official encoder (whole clips, official preprocessing)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from datamodules.official_frontend import load_official_audio
+from experiments import manipulate, weights
+from lightning_modules.audio_export import load_audio_encoder
+from lightning_modules.manipulation import ManipulationModule
+from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
+
+REPO = Path(__file__).resolve().parents[1]
+README_URLS = {  # as printed in the official repository's README
+    "landscape-256": "https://kr.object.ncloudstorage.com/cvpr2022/landscape.pt",
+    "official-resnet18-57": "https://kr.object.ncloudstorage.com/cvpr2022/resnet18_57.pth",
+}
+
+
+def _entry(reg: dict, name: str) -> dict:
+    return next(e for e in reg["generators"] + reg["audio_encoders"] if e["name"] == name)
+
+
+def test_registry_has_both_released_files():
+    reg = weights.load_registry()
+    for name, url in README_URLS.items():
+        e = _entry(reg, name)
+        assert e["url"] == url and e["url_verified"] is False and e["file"].startswith("weights/")
+        assert not e.get("default")  # only fetched when asked for
+    clips, files = weights.select(reg, ["official-resnet18-57", "landscape-256"])
+    assert clips == [] and [e["name"] for e in files] == ["official-resnet18-57", "landscape-256"]
+
+
+def test_make_weights_fetches_the_audio_encoder_and_it_loads(tmp_path, capsys):
+    torch.manual_seed(0)
+    state = {"module." + k: v for k, v in OfficialAudioEncoder().state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+
+    class Response(io.BytesIO):
+        status, headers = 200, {"Content-Length": str(len(payload)), "Content-Type": "application/octet-stream"}
+
+    def urlopen(req, timeout=None):
+        assert req.full_url == README_URLS["official-resnet18-57"]
+        return Response(payload)
+
+    reg = json.loads(weights.REGISTRY.read_text())
+    for e in reg["generators"] + reg["audio_encoders"]:
+        e["file"] = str(tmp_path / e["file"])
+    registry = tmp_path / "weights.json"
+    registry.write_text(json.dumps(reg))
+    assert weights.main(["--registry", str(registry), "official-resnet18-57"], urlopen=urlopen) == 0
+    path = Path(_entry(reg, "official-resnet18-57")["file"])
+    encoder = load_audio_encoder(path)
+    assert isinstance(encoder, OfficialAudioEncoder)
+    torch.testing.assert_close(encoder.conv.weight, state["module.conv.weight"], rtol=0, atol=0)
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+
+    path.unlink()
+    assert weights.main(["--registry", str(registry), "official-resnet18-57"], urlopen=offline) == 1
+    assert str(path) in capsys.readouterr().err
+
+
+def test_official_landscape_config_parses_with_the_official_settings():
+    cli = manipulate.main(["--config", str(REPO / "experiments/manipulation/official_landscape.yaml")], run=False)
+    hp = cli.model.hparams
+    assert (hp.steps, hp.lr, hp.truncation, hp.sound_crop) == (300, 0.1, 0.7, "random")
+    assert math.isclose(hp.lambda_sim, 0.002) and hp.clip == "ViT-B/32"
+    reg = weights.load_registry()  # the config points at the files `make weights` writes
+    assert hp.generator == _entry(reg, "landscape-256")["file"]
+    assert hp.audio_encoder == _entry(reg, "official-resnet18-57")["file"]
+
+
+def test_manipulation_embeds_whole_clips_with_the_official_preprocessing(tmp_path):
+    torch.manual_seed(1)
+    enc_path = tmp_path / "resnet18_57.pth"
+    torch.save(OfficialAudioEncoder(embed_dim=64).state_dict(), enc_path)
+    rng = np.random.default_rng(0)
+    clips = []
+    for name, seconds, rate in (("long48k", 11.0, 48000), ("short", 2.0, 44100)):
+        t = np.arange(int(seconds * rate)) / rate
+        x = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 3000) * t) + 0.02 * rng.standard_normal(t.size)
+        clips.append(str(tmp_path / f"{name}.wav"))
+        sf.write(clips[-1], np.stack([x, 0.5 * x], 1).astype(np.float32), rate, subtype="PCM_24")
+    encoder = load_audio_encoder(enc_path)
+    waves = [load_official_audio(p) for p in clips]
+    for crop, policy in (("center", "center"), ("random", "manipulation")):
+        module = ManipulationModule(generator="unused.pt", audio_encoder=str(enc_path), sound_crop=crop, seed=3,
+                                    progress=False)
+        emb, levels = module.embed_sounds(clips)
+        with torch.no_grad():
+            expected = encoder.embed_clips(waves, crop=policy, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(emb, expected, rtol=1e-5, atol=1e-6)
+        assert emb.shape == (2, 64) and len(levels) == 2
