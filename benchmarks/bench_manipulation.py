@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
     p.add_argument("--gpu-full", action="store_true", help="on CUDA: 300 steps x 8 pairs at 1024 px, ViT-B/32")
+    p.add_argument("--skip-cpu", action="store_true", help="only the GPU measurements")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     allocator = " ".join(f"{k}={os.environ[k]}" for k in MALLOC_KEYS if k in os.environ) or "glibc defaults"
@@ -112,10 +113,11 @@ def main() -> None:
           f"torch {torch.__version__}, {args.threads} intra-op thread(s); allocator: {allocator}; "
           f"stylegan2_ops impl: {os.environ.get('STYLEGAN2_OPS_IMPL', 'auto')}")
     with tempfile.TemporaryDirectory() as tmp:
-        module = build_module(Path(tmp), TINY_GENERATOR, TINY_CLIP, args.steps, "cpu")
-        r = compare(module, args.pairs, args.steps, args.repeats, "cpu")
-        report(f"CPU, tiny generator 64 px (n_latent {module.generator.n_latent}) + tiny CLIP (32 px input), "
-               f"{args.steps} steps, median of {args.repeats}", r, args.pairs)
+        if not args.skip_cpu:
+            module = build_module(Path(tmp), TINY_GENERATOR, TINY_CLIP, args.steps, "cpu")
+            r = compare(module, args.pairs, args.steps, args.repeats, "cpu")
+            report(f"CPU, tiny generator 64 px (n_latent {module.generator.n_latent}) + tiny CLIP (32 px input), "
+                   f"{args.steps} steps, median of {args.repeats}", r, args.pairs)
         if torch.cuda.is_available():
             print(f"\nGPU: {torch.cuda.get_device_name()}")
             module = build_module(Path(tmp), dict(size=64, style_dim=512, n_mlp=8), VIT_B32, args.steps, "cuda")
