@@ -236,7 +236,7 @@ class VGGSoundDataModule(pl.LightningDataModule):
         self.class_names: list[str] = []
         self.train_set = self.val_set = self.test_set = None
         self.missing: list[CSVRow] = []
-        self.num_rows = 0
+        self.num_rows = self.duplicates = 0
 
     @property
     def prompts(self) -> list[str]:
@@ -261,6 +261,8 @@ class VGGSoundDataModule(pl.LightningDataModule):
         else:
             self.class_names = sorted({r.label for r in rows})
         label_index = {name: i for i, name in enumerate(self.class_names)}
+        unique = list({r.key: r for r in reversed(rows)}.values())[::-1]  # first row of a repeated clip wins
+        self.duplicates, rows = len(rows) - len(unique), unique
         files = index_audio_files(self.root)
         self.num_rows = len(rows)
         self.missing = [r for r in rows if r.key not in files]
@@ -278,17 +280,21 @@ class VGGSoundDataModule(pl.LightningDataModule):
             return AudioClipDataset(paths, labels, [r.key for r in selected], self.class_names, self.sample_rate,
                                     num_samples, train, self.seed, self.silence_threshold)
 
-        self.train_set = dataset([r for r in train_rows if r.key not in held], self.crop_samples, True)
+        train = dataset([r for r in train_rows if r.key not in held], self.crop_samples, True)
+        if not len(train):
+            raise RuntimeError(f"no training clip of {self.csv_path} has a file under {self.root}")
         self.val_set = dataset([r for r in train_rows if r.key in held], self.clip_samples, False)
         self.test_set = dataset([r for r in present if r.split == "test"], self.clip_samples, False)
-        if not len(self.train_set):
-            raise RuntimeError(f"no training clip of {self.csv_path} has a file under {self.root}")
+        self.train_set = train  # last: a setup that raised is redone by the next call
         self._report(time.perf_counter() - t0)
 
     @rank_zero_only
     def _report(self, seconds: float) -> None:
         sizes = f"train {len(self.train_set)}, val {len(self.val_set)}, test {len(self.test_set)}"
         log.info("VGGSound: %d classes, %s clips (setup %.2f s)", len(self.class_names), sizes, seconds)
+        if self.duplicates:
+            log.warning("VGGSound: %d repeated rows of %s ignored (the first row of a clip wins)",
+                        self.duplicates, self.csv_path)
         if not self.missing:
             return
         path = self._report_path()

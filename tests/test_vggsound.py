@@ -119,6 +119,19 @@ def test_missing_files_counted_and_listed_once(tmp_path, caplog):
     assert len(dm.train_set) == 4 and len(dm.test_set) == 1
 
 
+def test_repeated_rows_count_once(tmp_path, caplog):
+    root = tmp_path / "dup"
+    root.mkdir()
+    for i in range(3):
+        sf.write(root / f"id{i}_000000.flac", synthesize("rain", i, SR, 0.5), SR)
+    (root / "vggsound.csv").write_text("id0,0,rain,train\nid1,0,rain,train\nid0,0,wind,train\nid2,0,wind,train\n")
+    with caplog.at_level(logging.WARNING, logger="datamodules.vggsound"):
+        dm = _dm(root, val_fraction=0.0, batch_size=1, report_dir=str(tmp_path))
+    assert dm.duplicates == 1 and len(dm.train_set) == 3
+    assert {c.key: dm.class_names[c.label] for c in dm.train_set.clips}["id0_000000"] == "rain"
+    assert any("1 repeated rows" in r.getMessage() for r in caplog.records)
+
+
 # ---------------------------------------------------------------------------- bad inputs
 
 
