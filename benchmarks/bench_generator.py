@@ -4,7 +4,7 @@ modulated conv (input scaling + one shared conv + output scaling) vs the grouped
     make bench-generator
     python benchmarks/bench_generator.py [--size 256] [--device cpu] [--repeats 5] [--threads N]
 
-Rows, each the median of `--repeats` timed calls after one warm-up (which also builds the kernels):
+Rows, each the median of `--repeats` timed calls (cases interleaved) after one warm-up (which builds the kernels):
 - forward: z -> image, batch 1 and 4, no grad (what demos and figure grids do);
 - W+ step: synthesis + backward to w_plus, batch 1 (one iteration of the manipulation / projection loop).
 Columns: stylegan2_ops impl `ref` (pure PyTorch) and `auto` (C++ on CPU, CUDA on GPU), with our modulated conv;
@@ -19,6 +19,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -44,18 +46,28 @@ def grouped_forward(self: ModulatedConv2d, x: torch.Tensor, w: torch.Tensor) -> 
     return x.view(n, self.out_channels, h, wd)
 
 
-def _median_ms(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up: kernel builds, allocator, cuDNN autotuning
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+@contextmanager
+def variant(impl: str, conv) -> Iterator[None]:
+    """Run with stylegan2_ops `impl` and `conv` as ModulatedConv2d.forward."""
+    original = ModulatedConv2d.forward
+    os.environ["STYLEGAN2_OPS_IMPL"] = impl
+    ModulatedConv2d.forward = conv
+    try:
+        yield
+    finally:
+        ModulatedConv2d.forward = original
+        os.environ.pop("STYLEGAN2_OPS_IMPL")
+
+
+def _timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall ms, process CPU ms summed over threads) of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - w0), 1000 * (time.process_time() - c0)
 
 
 def main() -> None:
@@ -89,30 +101,27 @@ def main() -> None:
         "forward, batch 4": lambda: forward(z4),
         "W+ step, batch 1": w_step,
     }
-    columns = {}
-    original_forward = ModulatedConv2d.forward
-    for name, impl, conv in [("ref", "ref", original_forward), ("auto", "auto", original_forward),
-                             ("auto, grouped", "auto", grouped_forward)]:  # fmt: skip
-        os.environ["STYLEGAN2_OPS_IMPL"] = impl
-        ModulatedConv2d.forward = conv
-        try:
-            columns[name] = {row: _median_ms(fn, args.repeats, device) for row, fn in rows.items()}
-        finally:
-            ModulatedConv2d.forward = original_forward
-    os.environ.pop("STYLEGAN2_OPS_IMPL")
-
-    # CPU seconds (all threads) of one forward pass: less sensitive than wall time to other jobs on a shared machine.
-    cpu_ms = []
+    ours = ModulatedConv2d.forward
+    columns = {"ref": ("ref", ours), "auto": ("auto", ours), "auto, grouped": ("auto", grouped_forward)}
+    for impl, conv in columns.values():  # warm-up: kernel builds, allocator, cuDNN autotuning
+        with variant(impl, conv):
+            for fn in rows.values():
+                fn()
+    # The cases take turns within every repeat, so a shared machine's changing load hits all of them alike.
+    wall = {(c, r): [] for c in columns for r in rows}
+    cpu = {(c, r): [] for c in columns for r in rows}
     for _ in range(args.repeats):
-        t0 = time.process_time()
-        forward(z1)
-        cpu_ms.append(1000 * (time.process_time() - t0))
+        for row, fn in rows.items():
+            for col, (impl, conv) in columns.items():
+                with variant(impl, conv):
+                    w_ms, c_ms = _timed(fn, device)
+                wall[col, row].append(w_ms)
+                cpu[col, row].append(c_ms)
 
     # Both formulations compute the same image (a check that the baseline is a fair one).
     ref_image = forward(z4)
-    ModulatedConv2d.forward = grouped_forward
-    grouped_image = forward(z4)
-    ModulatedConv2d.forward = original_forward
+    with variant("auto", grouped_forward):
+        grouped_image = forward(z4)
     diff = (ref_image - grouped_image).abs().max().item()
 
     malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
@@ -120,16 +129,16 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     env = f"torch {torch.__version__}, threads {torch.get_num_threads()}, allocator env {malloc or 'default'}"
     print(f"device {device} ({name}), {env}")
-    print(f"median of {args.repeats} after a warm-up; grouped vs ours max |diff| {diff:.1e}")
-    print(f"forward, batch 1, ops auto: process CPU time {statistics.median(cpu_ms):.1f} ms (summed over threads)\n")
-    header = "| pass | " + " | ".join(f"ops {c} (ms)" for c in columns) + " | ours: ref / auto | grouped / ours |"
-    print(header)
+    print(f"median of {args.repeats} interleaved repeats after a warm-up; grouped vs ours max |diff| {diff:.1e}")
+    print("cells: wall ms / process CPU ms (summed over threads; steadier than wall time on a shared machine)\n")
+    med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in wall}
+    print("| pass | " + " | ".join(f"ops {c}" for c in columns) + " | ref / auto (CPU) | grouped / ours (CPU) |")
     print("|" + "---|" * (len(columns) + 3))
     for row in rows:
-        ms = [columns[c][row] for c in columns]
-        ratio_ops = columns["ref"][row] / columns["auto"][row]
-        ratio_grouped = columns["auto, grouped"][row] / columns["auto"][row]
-        print(f"| {row} | " + " | ".join(f"{m:.1f}" for m in ms) + f" | {ratio_ops:.2f}x | {ratio_grouped:.2f}x |")
+        cells = " | ".join(f"{med[c, row][0]:.1f} / {med[c, row][1]:.1f}" for c in columns)
+        ratio_ops = med["ref", row][1] / med["auto", row][1]
+        ratio_grouped = med["auto, grouped", row][1] / med["auto", row][1]
+        print(f"| {row} | {cells} | {ratio_ops:.2f}x | {ratio_grouped:.2f}x |")
 
 
 if __name__ == "__main__":
