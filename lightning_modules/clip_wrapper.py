@@ -97,10 +97,15 @@ class CLIPWrapper:
         return self.model.visual.conv1.weight.dtype
 
     def to(self, device: str | torch.device) -> CLIPWrapper:
-        """Move CLIP; on CUDA it runs in fp16 as OpenAI ships it, on CPU in fp32."""
+        """Move CLIP; on CUDA it runs in fp16 as OpenAI ships it, on CPU in fp32.
+
+        fp16 goes through clip's own `convert_weights` (convs, linears, attention, projections): CLIP's LayerNorm
+        computes in fp32 and needs fp32 weights, so a blanket `.half()` would fail on the first forward.
+        """
         device = torch.device(device)
-        self.model.to(device)
-        self.model.half() if device.type == "cuda" else self.model.float()
+        self.model.float().to(device)
+        if device.type == "cuda":
+            clip.model.convert_weights(self.model)
         self.device = device
         return self
 
