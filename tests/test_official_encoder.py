@@ -132,3 +132,19 @@ def test_wrong_files_are_rejected_with_the_path(tmp_path, oracle):
     torch.save(state, partial)
     with pytest.raises(ValueError, match="partial.pth"):
         load_audio_encoder(partial)
+
+
+@pytest.mark.gpu
+def test_cuda_front_end_equals_cpu_under_autocast(oracle):
+    encoder = OfficialAudioEncoder().eval()
+    encoder.load_state_dict(oracle.state_dict())
+    wave = _waveforms()
+    with torch.no_grad():
+        cpu_spec, cpu_emb = encoder.frontend(wave), encoder(wave)
+        encoder.cuda()
+        with torch.autocast("cuda", dtype=torch.float16):  # the front end opts out; the ResNet runs in fp16
+            gpu_spec = encoder.frontend(wave.cuda()).cpu()
+            gpu_emb = encoder(wave.cuda()).cpu()
+    torch.testing.assert_close(gpu_spec, cpu_spec, rtol=0, atol=1e-6)
+    assert gpu_emb.dtype == torch.float32 and gpu_emb.shape == cpu_emb.shape
+    torch.testing.assert_close(gpu_emb, cpu_emb, rtol=0, atol=5e-3)
