@@ -298,7 +298,8 @@ class ManipulationModule(pl.LightningModule):
                 loss.sum().backward()
                 opt.step()
                 losses.append(loss.detach())
-                bar.set_postfix(cos=f"{cos.mean().item():.3f}")
+                if not bar.disable:  # .item() waits for the GPU: only when someone watches
+                    bar.set_postfix(cos=f"{cos.mean().item():.3f}")
         with torch.no_grad():
             w = w.detach()
             images = G.synthesis(w)
