@@ -1,0 +1,232 @@
+"""Evaluate a trained audio encoder: zero-shot classification and a linear probe, per official fold.
+
+    python -m experiments.eval --checkpoint outputs/audio_clip/vggsound/checkpoints/best.ckpt \\
+        --vggsound_root data/vggsound --esc50_root data/ESC-50-master --urbansound8k_root data/UrbanSound8K
+
+- VGGSound test split: zero-shot top-1/top-5 against the class prompts.
+- ESC-50 (5 folds) and UrbanSound8K (10 folds) in their released layouts: zero-shot top-1/top-5 per fold
+  and a leave-one-fold-out linear probe (logistic regression on the frozen embeddings), per fold and mean.
+Zero-shot is reported for each prompt template (default: "This is a sound of {label}." and the bare
+label). Clips are centre-cropped or zero-padded to the encoder's clip length. Results are printed as a
+table, written as JSON (never over an existing file unless --overwrite) and, with --wandb_project,
+logged to W&B (offline with WANDB_MODE=offline). `--checkpoint` takes a training checkpoint (.ckpt) or
+an exported encoder file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from jsonargparse import CLI
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datamodules.fold_sets import FoldClipDataset, FoldSet, read_esc50, read_urbansound8k
+from datamodules.vggsound import VGGSoundDataModule
+from lightning_modules.audio_export import load_audio_encoder
+from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.linear_probe import leave_one_fold_out, topk_accuracy
+from lightning_modules.networks.audio_encoder import AudioEncoder
+from lightning_modules.zero_shot import BARE_LABEL, DEFAULT_TEMPLATE, class_prompt_embeddings
+
+log = logging.getLogger(__name__)
+
+# Zero-shot top-1 (%) reported for related models (REFERENCE §2); the official code is the reference.
+REFERENCE_TOP1 = {
+    "ESC-50": {"official code (CVPR 2022)": 57.8, "Wav2CLIP": 41.4, "AudioCLIP": 69.4},
+    "UrbanSound8K": {"official code (CVPR 2022)": 45.7, "Wav2CLIP": 40.4, "AudioCLIP": 68.8},
+}
+
+
+@torch.no_grad()
+def embed_folds(encoder: AudioEncoder, fold_set: FoldSet, batch_size: int, num_workers: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Embeddings (N, D), labels, folds of the decodable clips, and the count of undecodable ones."""
+    dataset = FoldClipDataset(fold_set.clips, encoder.sample_rate, encoder.clip_samples)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    embeddings, indices = [], []
+    for batch in tqdm(loader, desc=f"embed {fold_set.name}", unit="batch"):
+        ok = batch["ok"]
+        if ok.any():
+            embeddings.append(encoder(batch["waveform"][ok].to(device)).float().cpu())
+            indices.append(batch["index"][ok])
+    index = torch.cat(indices)
+    labels = torch.tensor([fold_set.clips[i].label for i in index.tolist()])
+    folds = torch.tensor([fold_set.clips[i].fold for i in index.tolist()])
+    return torch.cat(embeddings), labels, folds, len(dataset) - len(index)
+
+
+def zero_shot(emb: torch.Tensor, labels: torch.Tensor, class_text: torch.Tensor) -> dict[str, float]:
+    logits = emb @ class_text.cpu().T
+    return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5), "n": len(labels)}
+
+
+def _with_mean(per_fold: dict) -> dict:
+    mean = {k: sum(r[k] for r in per_fold.values()) / len(per_fold) for k in ("top1", "top5")}
+    return {"folds": {str(k): v for k, v in per_fold.items()}, "mean": mean}
+
+
+def evaluate_fold_set(encoder: AudioEncoder, clip: CLIPWrapper, fold_set: FoldSet, templates: list[str],
+                      probe_l2: float, batch_size: int, num_workers: int, device: torch.device) -> dict:
+    emb, labels, folds, skipped = embed_folds(encoder, fold_set, batch_size, num_workers, device)
+    result: dict = {"num_clips": len(labels), "skipped_undecodable": skipped, "missing_files": len(fold_set.missing),
+                    "zero_shot": {}}
+    for template in templates:
+        class_text = class_prompt_embeddings(clip, fold_set.class_names, [template])
+        per_fold = {int(f): zero_shot(emb[folds == f], labels[folds == f], class_text)
+                    for f in sorted(folds.unique().tolist())}
+        result["zero_shot"][template] = _with_mean(per_fold)
+    if len(folds.unique()) > 1:
+        result["linear_probe"] = _with_mean(leave_one_fold_out(emb, labels, folds, len(fold_set.class_names),
+                                                               probe_l2))
+    return result
+
+
+@torch.no_grad()
+def evaluate_vggsound(encoder: AudioEncoder, clip: CLIPWrapper, root: str, csv_path: str | None,
+                      templates: list[str], batch_size: int, num_workers: int, device: torch.device) -> dict:
+    dm = VGGSoundDataModule(root, csv_path=csv_path, sample_rate=encoder.sample_rate,
+                            clip_seconds=encoder.clip_samples / encoder.sample_rate, batch_size=batch_size,
+                            num_workers=num_workers)
+    dm.setup("test")
+    embeddings, labels, bad = [], [], 0
+    for batch in tqdm(dm.test_dataloader(), desc="embed VGGSound test", unit="batch"):
+        embeddings.append(encoder(batch["waveform"].to(device)).float().cpu())
+        labels.append(batch["label"])
+        bad += int(batch["bad"].sum())
+    emb, lab = torch.cat(embeddings), torch.cat(labels)
+    result: dict = {"num_clips": len(lab), "replaced_bad_clips": bad, "missing_files": len(dm.missing),
+                    "zero_shot": {}}
+    for template in templates:
+        class_text = class_prompt_embeddings(clip, dm.class_names, [template])
+        result["zero_shot"][template] = _with_mean({"test": zero_shot(emb, lab, class_text)})
+    return result
+
+
+def format_table(results: dict) -> str:
+    """Plain-text table: one row per dataset and method, mean and per-fold top-1 (%)."""
+    lines = [f"{'dataset':<14} {'method':<40} {'top1':>6} {'top5':>6}  per-fold top1"]
+    for name, res in results["datasets"].items():
+        rows = [(f"zero-shot {t!r}", r) for t, r in res["zero_shot"].items()]
+        if "linear_probe" in res:
+            rows.append(("linear probe (leave-one-fold-out)", res["linear_probe"]))
+        for method, r in rows:
+            folds = " ".join(f"{100 * v['top1']:.1f}" for v in r["folds"].values())
+            lines.append(f"{name:<14} {method:<40} {100 * r['mean']['top1']:6.1f} {100 * r['mean']['top5']:6.1f}  "
+                         f"{folds}")
+        for model, top1 in REFERENCE_TOP1.get(name, {}).items():
+            lines.append(f"{name:<14} {'reference zero-shot: ' + model:<40} {top1:6.1f}")
+    return "\n".join(lines)
+
+
+def _default_out(checkpoint: str) -> Path:
+    base = Path(os.environ.get("AIARTIST_OUTPUT_DIR", "outputs")) / "eval"
+    return base / f"{Path(checkpoint).stem}.json"
+
+
+def _clip_model_of(checkpoint: str) -> str | None:
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return (blob.get("hyper_parameters") or {}).get("clip_model") if isinstance(blob, dict) else None
+
+
+def evaluate(
+    checkpoint: str,
+    clip_model: str | None = None,
+    vggsound_root: str | None = None,
+    vggsound_csv: str | None = None,
+    esc50_root: str | None = None,
+    urbansound8k_root: str | None = None,
+    templates: tuple[str, ...] = (DEFAULT_TEMPLATE, BARE_LABEL),
+    probe_l2: float = 1e-3,
+    batch_size: int = 32,
+    num_workers: int = 4,
+    device: str = "auto",
+    out: str | None = None,
+    overwrite: bool = False,
+    wandb_project: str | None = None,
+) -> dict:
+    """Evaluate `checkpoint` on the given datasets.
+
+    Args:
+        checkpoint: AudioCLIPModule checkpoint (.ckpt) or exported audio encoder.
+        clip_model: CLIP name or file; default the checkpoint's `clip_model`, else "ViT-B/32".
+        vggsound_root: VGGSound clips (test split of its CSV is used).
+        vggsound_csv: VGGSound CSV; default `vggsound_root/vggsound.csv`.
+        esc50_root: ESC-50 in its released layout (meta/esc50.csv, audio/).
+        urbansound8k_root: UrbanSound8K in its released layout (metadata/UrbanSound8K.csv, audio/fold*/).
+        templates: zero-shot prompt templates, each reported separately.
+        probe_l2: L2 penalty of the linear probe (on standardised features).
+        batch_size: clips per forward pass.
+        num_workers: data loader processes.
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+        out: JSON output; default $AIARTIST_OUTPUT_DIR/eval/<checkpoint name>.json.
+        overwrite: replace an existing JSON file.
+        wandb_project: also log the results to this W&B project.
+    """
+    if not (vggsound_root or esc50_root or urbansound8k_root):
+        raise ValueError("nothing to evaluate: give --vggsound_root, --esc50_root and/or --urbansound8k_root")
+    out_path = Path(out) if out else _default_out(checkpoint)
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass --overwrite or choose another --out")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    encoder = load_audio_encoder(checkpoint, map_location=dev)
+    clip_model = clip_model or _clip_model_of(checkpoint) or "ViT-B/32"
+    clip = CLIPWrapper(clip_model, device=dev)
+    results: dict = {"checkpoint": str(checkpoint), "clip_model": clip_model, "encoder": encoder.config,
+                     "templates": list(templates), "datasets": {}, "reference_zero_shot_top1": REFERENCE_TOP1}
+    common = dict(batch_size=batch_size, num_workers=num_workers, device=dev)
+    if vggsound_root:
+        results["datasets"]["VGGSound"] = evaluate_vggsound(encoder, clip, vggsound_root, vggsound_csv,
+                                                            list(templates), **common)
+    for root, reader in ((esc50_root, read_esc50), (urbansound8k_root, read_urbansound8k)):
+        if root:
+            fold_set = reader(root)
+            if fold_set.missing:
+                log.warning("%s: %d listed clips have no file (first: %s)", fold_set.name, len(fold_set.missing),
+                            fold_set.missing[0])
+            results["datasets"][fold_set.name] = evaluate_fold_set(encoder, clip, fold_set, list(templates),
+                                                                   probe_l2, **common)
+    table = format_table(results)
+    print(table)
+    log.info("evaluation of %s\n%s", checkpoint, table)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out_path}")
+    if wandb_project:
+        _log_wandb(results, table, wandb_project, out_path)
+    return results
+
+
+def _log_wandb(results: dict, table: str, project: str, out_path: Path) -> None:
+    import wandb
+
+    run = wandb.init(project=project, job_type="eval", name=f"eval-{Path(results['checkpoint']).stem}",
+                     config={k: results[k] for k in ("checkpoint", "clip_model", "encoder", "templates")},
+                     dir=str(out_path.parent))
+    rows, metrics = [], {}
+    for name, res in results["datasets"].items():
+        methods = {f"zero_shot/{t}": r for t, r in res["zero_shot"].items()}
+        if "linear_probe" in res:
+            methods["linear_probe"] = res["linear_probe"]
+        for method, r in methods.items():
+            rows.append([name, method, r["mean"]["top1"], r["mean"]["top5"]])
+            metrics[f"eval/{name}/{method}/top1"] = r["mean"]["top1"]
+            metrics[f"eval/{name}/{method}/top5"] = r["mean"]["top5"]
+    metrics["eval/table"] = wandb.Table(columns=["dataset", "method", "top1", "top5"], data=rows)
+    run.log(metrics)
+    run.summary["table_text"] = table
+    run.finish()
+
+
+def main(args: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return CLI(evaluate, args=args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Export the trained audio encoder of an AudioCLIPModule checkpoint as a slim file.
+
+    python -m experiments.export_audio outputs/audio_clip/vggsound/checkpoints/best.ckpt audio_encoder.pt
+
+The file holds the encoder's architecture and front-end settings plus its weights (no optimiser state,
+no CLIP), reads with `torch.load(weights_only=True)`, and loads with
+`lightning_modules.audio_export.load_audio_encoder(path)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.export_audio", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="AudioCLIPModule checkpoint (.ckpt) written by experiments.train")
+    parser.add_argument("out", help="output file (refuses to overwrite)")
+    args = parser.parse_args(argv)
+    encoder = load_audio_encoder(args.checkpoint)
+    path = export_audio_encoder(encoder, args.out)
+    params = sum(p.numel() for p in encoder.parameters())
+    print(f"wrote {path}: {encoder.config['backbone']} width {encoder.config['width']}, {params:,} parameters, "
+          f"{encoder.embed_dim}-d output, {encoder.sample_rate} Hz, {encoder.config['n_mels']} mels")
+
+
+if __name__ == "__main__":
+    main()

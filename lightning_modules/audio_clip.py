@@ -1,0 +1,238 @@
+"""AudioCLIPModule: step 1 of the paper, training an audio encoder into frozen CLIP's text embedding space (Eq. 1).
+
+Each clip's target is CLIP's text embedding of its class prompt ("This is a sound of {label}."),
+computed once per run and cached in a non-persistent buffer; CLIP itself is held in a plain
+attribute, so its weights never enter checkpoints (it is reloaded from `clip_model`). Under DDP the
+audio embeddings and labels are gathered from every rank with gradients, so every clip in the global
+batch is a negative (or, for the same class, a positive) for every other.
+
+Validation is zero-shot classification against the class prompts (top-1/top-5) and text->audio
+retrieval with each class prompt as a query over the clips (mAP, R@1/5/10).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.retrieval import RetrievalMAP, RetrievalRecall
+
+from datamodules.sampling import item_generator
+from lightning_modules.audio_export import CHECKPOINT_CONFIG_KEY
+from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.gather import gather_no_grad, gather_with_grad, rank, world_size
+from lightning_modules.losses import AudioTextLoss, LossKind
+from lightning_modules.networks.audio_encoder import AudioEncoder
+from lightning_modules.zero_shot import DEFAULT_TEMPLATE, class_prompt_embeddings
+
+RECALL_AT = (1, 5, 10)
+
+
+class AudioCLIPModule(pl.LightningModule):
+    """Trains `encoder` so that a clip's embedding matches CLIP's embedding of its class prompt.
+
+    Args (defaults: the paper where it says, CLIP's training recipe otherwise; see experiments/audio_clip/*.yaml):
+        encoder: the audio encoder; its `embed_dim` must equal CLIP's.
+        clip_model: CLIP model name ("ViT-B/32", the paper's) or a local CLIP file.
+        prompt_templates: templates averaged into each class embedding; "{label}" is replaced.
+        class_names: class list; default the datamodule's `class_names`.
+        loss: "paper_bce" (Eq. 1), "infonce" or "classes"; see `lightning_modules.losses`.
+        temperature_init: initial 1/logit scale; default per loss (0.1 paper_bce, 0.07 infonce/classes).
+        max_logit_scale: clamp of the learnable logit scale (CLIP: 100).
+        logit_bias_init: initial bias of paper_bce (SigLIP: -10).
+        audio_audio_weight: weight of the audio<->SpecAugmented-audio InfoNCE term (0 = off).
+        optimizer: "adamw" (default) or "sgd" (the official code's, with momentum).
+        lr, weight_decay, betas, eps, momentum: optimiser settings; weight decay skips biases, norm gains and
+            the logit scale/bias.
+        scheduler: "cosine" (linear warm-up over `warmup_steps`, cosine decay to 0 at the last step),
+            "cyclic" (the official code's triangular cycle between lr and `cyclic_max_lr`, half-period
+            `cyclic_step_size` steps) or "constant".
+        seed: seed of the SpecAugment masks, drawn per (epoch, batch, rank) so a resumed run repeats them.
+    """
+
+    def __init__(
+        self,
+        encoder: AudioEncoder,
+        clip_model: str = "ViT-B/32",
+        prompt_templates: tuple[str, ...] = (DEFAULT_TEMPLATE,),
+        class_names: list[str] | None = None,
+        loss: LossKind = "paper_bce",
+        temperature_init: float | None = None,
+        max_logit_scale: float = 100.0,
+        logit_bias_init: float = -10.0,
+        audio_audio_weight: float = 0.0,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 5e-4,
+        weight_decay: float = 0.2,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "cyclic", "constant"] = "cosine",
+        warmup_steps: int = 2000,
+        cyclic_max_lr: float = 0.1,
+        cyclic_step_size: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder"])
+        # The encoder is stored as its config, not as a module, so checkpoints stay weights_only-loadable;
+        # `load_from_checkpoint` rebuilds it through jsonargparse, as it does for LightningCLI runs.
+        self.hparams["encoder"] = {"class_path": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+                                   "init_args": dict(encoder.config)}
+        self.hparams.setdefault("_instantiator", "pytorch_lightning.cli.instantiate_module")
+        self.encoder = encoder
+        self.criterion = AudioTextLoss(loss, temperature_init, max_logit_scale, logit_bias_init, audio_audio_weight)
+        self.clip: CLIPWrapper | None = None  # plain attribute: never in state_dict
+        self.class_names = list(class_names) if class_names is not None else None
+        self.register_buffer("class_text", torch.empty(0), persistent=False)
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        if self.class_names is None:
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if datamodule is None or not getattr(datamodule, "class_names", None):
+                raise ValueError("AudioCLIPModule: no class_names given and the datamodule exposes none")
+            self.class_names = list(datamodule.class_names)
+        num_classes = len(self.class_names)
+        if not hasattr(self, "val_top1"):
+            self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+            self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+            self.val_map = RetrievalMAP(empty_target_action="skip")
+            self.val_recall = torch.nn.ModuleDict(
+                {f"r{k}": RetrievalRecall(top_k=k, empty_target_action="skip") for k in RECALL_AT})
+
+    def prepare_class_text(self) -> torch.Tensor:
+        """Load CLIP (once) on this module's device and cache the class-prompt embeddings."""
+        if self.clip is None:
+            self.clip = CLIPWrapper(self.hparams.clip_model, device=self.device)
+            if self.clip.embed_dim != self.encoder.embed_dim:
+                raise ValueError(f"AudioCLIPModule: encoder.embed_dim={self.encoder.embed_dim} but CLIP "
+                                 f"{self.hparams.clip_model!r} embeds into {self.clip.embed_dim} dimensions")
+        self.clip.to(self.device)
+        if self.class_text.numel() == 0 or self.class_text.device != self.device:
+            if self.class_names is None:
+                raise ValueError("AudioCLIPModule: class names unknown; call setup() or pass class_names")
+            self.class_text = class_prompt_embeddings(self.clip, self.class_names, self.hparams.prompt_templates)
+        return self.class_text
+
+    def on_fit_start(self) -> None:
+        self.prepare_class_text()
+
+    def on_validation_start(self) -> None:
+        self.prepare_class_text()
+
+    def on_test_start(self) -> None:
+        self.prepare_class_text()
+
+    def on_predict_start(self) -> None:
+        self.prepare_class_text()
+
+    # -------------------------------------------------------------- training
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.encoder(waveform)
+
+    def training_loss(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Loss terms of one batch; under DDP the columns are the whole global batch."""
+        waveform, labels = batch["waveform"], batch["label"]
+        # SpecAugment masks from (seed, epoch, batch, rank) alone, so a resumed run draws the same.
+        gen = item_generator(self.hparams.seed, self.current_epoch, batch_idx * world_size() + rank())
+        audio = self.encoder(waveform, generator=gen)
+        clean = self.encoder(waveform, augment=False) if self.criterion.audio_audio_weight > 0 else None
+        with torch.autocast(self.device.type, enabled=False):  # the loss in float32 under mixed precision
+            return self.criterion(
+                audio, labels, self.class_text,
+                audio_all=gather_with_grad(audio), labels_all=gather_no_grad(labels),
+                clean=clean, clean_all=gather_with_grad(clean) if clean is not None else None,
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        terms = self.training_loss(batch, batch_idx)
+        size = batch["label"].shape[0]
+        self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        for name, value in terms.items():
+            if name != "loss":
+                self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/logit_scale", self.criterion.logit_scale.detach(), on_step=True, on_epoch=False)
+        if self.criterion.logit_bias is not None:
+            self.log("train/logit_bias", self.criterion.logit_bias.detach(), on_step=True, on_epoch=False)
+        # Bad clips were replaced inside (possibly) worker processes: count them here, summed over the epoch.
+        self.log("train/bad_clips", batch["bad"].sum().float(), on_step=False, on_epoch=True,
+                 reduce_fx="sum", sync_dist=True, batch_size=size)
+        return terms["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.criterion.clamp_()
+
+    # ------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        labels = batch["label"]
+        audio = self.encoder(batch["waveform"])
+        with torch.autocast(self.device.type, enabled=False):
+            logits = audio.float() @ self.class_text.T  # (B, C) cosine similarities
+            loss = self.criterion(audio, labels, self.class_text)["loss"]
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
+        # Text -> audio retrieval: class c's prompt is query c, every clip of class c is relevant.
+        num_classes = logits.shape[1]
+        query = torch.arange(num_classes, device=labels.device)[:, None].expand(-1, labels.shape[0])
+        scores, relevant = logits.T, labels[None, :] == query
+        self.val_map.update(scores.flatten(), relevant.flatten(), indexes=query.flatten())
+        for metric in self.val_recall.values():
+            metric.update(scores.flatten(), relevant.flatten(), indexes=query.flatten())
+        size = labels.shape[0]
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=size)
+        self.log("val/bad_clips", batch["bad"].sum().float(), on_epoch=True, reduce_fx="sum", sync_dist=True,
+                 batch_size=size)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/top1", self.val_top1.compute(), prog_bar=True)  # metrics sync across ranks themselves
+        self.log("val/top5", self.val_top5.compute())
+        self.log("val/t2a_map", self.val_map.compute())
+        for name, metric in self.val_recall.items():
+            self.log(f"val/t2a_{name}", metric.compute())
+        for metric in (self.val_top1, self.val_top5, self.val_map, *self.val_recall.values()):
+            metric.reset()
+
+    # ------------------------------------------------------------ optimisers
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                # Biases, norm gains and the scalar logit scale/bias are not decayed (as in CLIP).
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        if hp.scheduler == "constant":
+            return {"optimizer": optimizer}
+        if hp.scheduler == "cyclic":
+            scheduler = torch.optim.lr_scheduler.CyclicLR(
+                optimizer, base_lr=hp.lr, max_lr=hp.cyclic_max_lr, step_size_up=hp.cyclic_step_size,
+                mode="triangular", cycle_momentum=hp.optimizer == "sgd")
+        else:
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(hp.warmup_steps, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lets `load_audio_encoder` rebuild the encoder from a checkpoint without this module or the CLI.
+        checkpoint[CHECKPOINT_CONFIG_KEY] = dict(self.encoder.config)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """lr multiplier: linear 0->1 over `warmup_steps`, then cosine 1->0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
