@@ -54,6 +54,7 @@ class ExtensionSpec:
     extra_cuda_cflags: tuple[str, ...] = ()
     extra_ldflags: tuple[str, ...] = ()
     with_cuda: bool = False
+    identity: str = ""  # anything else the binary depends on, e.g. the host CPU's instruction sets
     fallback_hint: str = field(default="", compare=False)
 
 
@@ -72,6 +73,7 @@ def build_hash(spec: ExtensionSpec) -> str:
         repr(spec.extra_cuda_cflags),
         repr(spec.extra_ldflags),
         repr(spec.with_cuda),
+        spec.identity,
         torch.__version__,
         str(torch.version.cuda),
         sys.version,

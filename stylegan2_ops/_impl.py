@@ -7,7 +7,9 @@ CPU tensors, and ref when the tensor's dtype has no kernel or the build is unava
 from __future__ import annotations
 
 import os
+import platform
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -28,15 +30,31 @@ KERNEL_DTYPES = {
 FALLBACK_HINT = f"stylegan2_ops falls back to impl='ref' (slower); set {ENV_IMPL}=ref to skip the build"
 
 
+def host_isa() -> str:
+    """The host CPU's instruction-set flags (Linux), so that a -march=native build is never loaded on a CPU that
+    lacks them: nodes of a cluster sharing one home directory each get their own build."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.split(":")[0].strip() in ("flags", "Features"):
+                    return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return ""
+
+
 def cpu_extension() -> ExtensionSpec:
     """The C++ kernels: OpenMP through at::parallel_for (torch's own libgomp). -fno-trapping-math lets the
-    compiler vectorize compares and selects (it changes no result, only FP-exception flags)."""
+    compiler vectorize compares and selects (it changes no result, only FP-exception flags); on Linux the code is
+    tuned for the host CPU (-march=native, 1.3-1.4x faster upfirdn2d here), keyed by its instruction sets."""
+    isa = host_isa() if sys.platform.startswith("linux") else ""
     return ExtensionSpec(
         name="stylegan2_ops_cpu",
         sources=(CSRC / "ops_cpu.cpp",),
         depends=HEADERS,
-        extra_cflags=("-O3", "-fno-trapping-math", "-fopenmp"),
+        extra_cflags=("-O3", *(("-march=native",) if isa else ()), "-fno-trapping-math", "-fopenmp"),
         extra_ldflags=("-fopenmp",),
+        identity=isa,
         fallback_hint=FALLBACK_HINT,
     )
 
