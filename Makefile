@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench-audio bench-generator weights figures bench-manip bench bench-projection bench-ops
+.PHONY: help install test test-fast lint bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,9 @@ bench-audio: $(STAMP) ## Audio loading + log-mel vs the official librosa path, D
 
 bench-generator: $(STAMP) ## StyleGAN2 256px forward and W+ step: ops ref vs kernels, our modconv vs grouped conv
 	$(MALLOC_ENV) $(PY) benchmarks/bench_generator.py
+
+demo: $(STAMP) ## The whole pipeline offline on CPU (sound set, audio training, edits, grid, W&B offline), < 5 min
+	$(MALLOC_ENV) WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m experiments.demo
 
 weights: $(STAMP) ## Download CLIP + StyleGAN2 checkpoints of a real run (resumable; WEIGHTS="name ..." picks others)
 	$(PY) -m experiments.weights $(WEIGHTS)

@@ -1,0 +1,145 @@
+"""`make demo`: sound set -> audio encoder training -> sound-guided edits, offline on a CPU in a few minutes.
+
+    python -m experiments.demo [--config experiments/demo.yaml] [--out DIR]
+
+Every stage calls the same entry points a real run uses (`experiments.train fit`, `experiments.manipulate
+predict`) with the configs named in experiments/demo.yaml; this script only wires their inputs and outputs together
+in a new run directory and prints where everything is, the before/after CLIP cosines and the time per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import wandb
+import yaml
+from clip.model import CLIP
+
+from datamodules.soundzoo import synthesize, write_sound_set
+from experiments import manipulate, train
+from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
+from lightning_modules.edit_outputs import new_run_dir, slug
+from lightning_modules.networks.checkpoints import save_generator
+from lightning_modules.networks.stylegan2 import Generator
+
+DEFAULT_CONFIG = Path(__file__).with_name("demo.yaml")
+TINY = "tiny-random"
+
+
+def load_config(path: str | Path) -> dict:
+    cfg = yaml.safe_load(Path(path).read_text())
+    for section, keys in {"models": ("clip", "generator", "seed"), "sound_set": ("clips_per_class", "seconds", "seed"),
+                          "audio": ("config",), "manipulation": ("config", "sources", "sounds", "sound_seed")}.items():
+        absent = [k for k in keys if k not in (cfg.get(section) or {})]
+        if absent:
+            raise ValueError(f"{path}: section {section!r} lacks {absent}")
+    return cfg
+
+
+def tiny_clip_file(path: Path, seed: int, arch: dict) -> Path:
+    """A random clip.model.CLIP at small widths, saved as a state dict that clip.load(path, jit=False) reads."""
+    torch.manual_seed(seed)
+    torch.save(CLIP(**arch).state_dict(), path)
+    return path
+
+
+def tiny_generator_file(path: Path, seed: int, arch: dict) -> Path:
+    """A random StyleGAN2 generator in the rosinality format that load_generator reads."""
+    torch.manual_seed(seed)
+    arch = {**arch, "channels": {int(k): int(v) for k, v in arch.get("channels", {}).items()} or None}
+    save_generator(Generator(**arch), path)
+    return path
+
+
+def prepare_models(cfg: dict, models_dir: Path) -> tuple[str, str]:
+    """(CLIP, generator) paths: the configured files, or tiny random ones written to models_dir."""
+    m = cfg["models"]
+    clip = m["clip"] if m["clip"] != TINY else str(tiny_clip_file(models_dir / "clip.pt", m["seed"], m["tiny_clip"]))
+    gen = m["generator"]
+    if gen == TINY:
+        gen = str(tiny_generator_file(models_dir / "generator.pt", m["seed"] + 1, m["tiny_generator"]))
+    return clip, gen
+
+
+def write_edit_sounds(labels: list[str], seed: int, seconds: float, out_dir: Path) -> dict[str, str]:
+    """One fresh clip per label (seeds outside the training set), label -> wav path."""
+    out_dir.mkdir(parents=True, exist_ok=False)
+    sounds = {}
+    for k, label in enumerate(labels):
+        path = out_dir / f"{slug(label)}.wav"
+        sf.write(path, synthesize(label, seed + k, seconds=seconds), 16000)
+        sounds[label] = str(path)
+    return sounds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--out", help="parent of the new run directory (default: the config's `out`)")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+
+    run = new_run_dir(args.out or cfg["out"], "demo")
+    (run / "models").mkdir()
+    print(f"demo: run directory {run}")
+
+    t = time.perf_counter()
+    ss = cfg["sound_set"]
+    soundzoo = write_sound_set(run / "soundzoo", ss["clips_per_class"], seed=ss["seed"], seconds=ss["seconds"])
+    clip_path, generator_path = prepare_models(cfg, run / "models")
+    times["sound set + models"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    audio_dir = run / "audio_clip"
+    with manipulate.own_argv():
+        fit = train.main(["fit", "--config", cfg["audio"]["config"], f"--model.clip_model={clip_path}",
+                          f"--data.root={soundzoo}", f"--trainer.default_root_dir={audio_dir}",
+                          *cfg["audio"].get("overrides", [])])
+    best = fit.trainer.checkpoint_callback.best_model_path or str(audio_dir / "checkpoints" / "last.ckpt")
+    top1 = fit.trainer.checkpoint_callback.best_model_score
+    encoder_path = export_audio_encoder(load_audio_encoder(best), run / "models" / "audio_encoder.pt")
+    wandb.finish()  # close the training run, so the edits get a W&B run of their own
+    times["audio encoder training"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    mc = cfg["manipulation"]
+    sounds = write_edit_sounds(mc["sounds"], mc["sound_seed"], ss["seconds"], run / "sounds")
+    edit = manipulate.main([
+        "predict", "--config", mc["config"], f"--model.generator={generator_path}",
+        f"--model.audio_encoder={encoder_path}", f"--model.clip={clip_path}", f"--model.output_dir={run}",
+        f"--data.sources={json.dumps(mc['sources'])}", f"--data.sounds={json.dumps(sounds)}",
+        f"--trainer.logger.init_args.save_dir={run}", *mc.get("overrides", []),
+    ])
+    times["edits"] = time.perf_counter() - t
+    times["total"] = time.perf_counter() - start
+
+    module = edit.model
+    print("\n=== demo outputs ===")
+    print(f"grid:            {module.grid_path}")
+    print(f"edits, metrics:  {module.run_dir} (edits/, gifs/, latents/, metrics.json)")
+    print(f"audio encoder:   {encoder_path} (from {best}; val zero-shot top-1 "
+          f"{float(top1) if top1 is not None else float('nan'):.3f})")
+    print(f"W&B (offline):   {run / 'wandb'} and {audio_dir / 'wandb'}  (`wandb sync <dir>/offline-run-*`)")
+    print("\nCLIP cosine between the edited painting and the sound's embedding, before -> after:")
+    for p in module.pair_metrics:
+        print(f"  {p['source']:>8} x {p['sound']:<15} {p['clip_cos_before']:+.4f} -> {p['clip_cos_after']:+.4f}")
+    s = module.summary
+    print(f"  mean: {s['clip_cos_before_mean']:+.4f} -> {s['clip_cos_after_mean']:+.4f}")
+    print("\ntimes: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    (run / "demo_summary.json").write_text(json.dumps(
+        {"grid": str(module.grid_path), "edit_dir": str(module.run_dir), "audio_encoder": str(encoder_path),
+         "audio_checkpoint": str(best), "val_top1": None if top1 is None else float(top1),
+         "summary": s, "pairs": module.pair_metrics, "seconds": times}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
