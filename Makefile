@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops
+.PHONY: help install test test-fast lint toyworld bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ weights: $(STAMP) ## Download CLIP + StyleGAN2 checkpoints of a real run (resuma
 
 figures: $(STAMP) ## The paper's Figure 3 (sources x seven sounds) -> figures/paper_fig3.png; lists missing inputs
 	$(MALLOC_ENV) $(PY) -m experiments.figures --config experiments/figures/paper_fig3.yaml
+
+toyworld: $(STAMP) ## Rebuild the toy world from seeds: paintings, toy CLIP, toy StyleGAN2, metrics (~25 min, 2 cores)
+	$(MALLOC_ENV) $(PY) -m experiments.toyworld.build --out experiments/toyworld/weights --overwrite
 
 bench-manip: $(STAMP) ## Eq. 2 edits: pair-steps/s of a batch of 8 pairs vs 8 single-pair runs (tiny 64 px, CPU)
 	$(MALLOC_ENV) $(PY) benchmarks/bench_manipulation.py

@@ -4,7 +4,8 @@ Each detector maps images (N, 3, H, W) in [0, 1] to a score (N,); higher = more 
 know nothing learned, so an edit that fools the toy CLIP with invisible changes does not fool them.
 
     fire crackling  mass of saturated orange/yellow (flame-coloured) pixels in the lower half
-    rain            thin bright structures that continue vertically (slanted streaks) over the whole image
+    rain            thin bright structures that continue vertically (slanted streaks) over the whole image,
+                    plus the share of the grey-blue wash (desaturated, not dark, grey or blue-grey pixels)
     wind            thin bright horizontal-ish curves (swirl and gust strokes) in the upper half, minus upright
                     lines (rain, lightning)
     explosion       a large bright warm blob brighter than its surround (centre-surround contrast)
@@ -66,7 +67,12 @@ def rain(img: torch.Tensor) -> torch.Tensor:
     # A streak continues in the rows above and below (within one pixel sideways).
     up = F.max_pool2d(torch.roll(line, 1, 1)[:, None], (1, 3), 1, (0, 1))[:, 0]
     down = F.max_pool2d(torch.roll(line, -1, 1)[:, None], (1, 3), 1, (0, 1))[:, 0]
-    return torch.minimum(line, torch.minimum(up, down))[:, 1:-1].mean((1, 2)) * 100
+    streaks = torch.minimum(line, torch.minimum(up, down))[:, 1:-1].mean((1, 2)) * 100
+    # The grey-blue wash: desaturated, not dark, grey or blue-grey pixels.
+    h, s, v = rgb_to_hsv(img)
+    greyish = (_band(h, 180, 260, 30) + _band(s, -1.0, 0.12, 0.05)).clamp(max=1)
+    wash = (_band(s, -1.0, 0.3, 0.1) * _band(v, 0.3, 1.5, 0.15) * greyish).mean((1, 2))
+    return streaks + 2 * wash
 
 
 def wind(img: torch.Tensor) -> torch.Tensor:
@@ -111,8 +117,8 @@ DETECTORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "thunderstorm": thunderstorm, "folk music": folk_music, "latin music": latin_music,
 }
 THRESHOLDS: dict[str, float] = {
-    "fire crackling": 0.02, "rain": 0.32, "wind": 1.4, "explosion": 0.56,
-    "thunderstorm": 1.45, "folk music": 0.05, "latin music": 0.36,
+    "fire crackling": 0.015, "rain": 0.9, "wind": 1.25, "explosion": 0.57,
+    "thunderstorm": 1.48, "folk music": 0.1, "latin music": 0.36,
 }
 
 
