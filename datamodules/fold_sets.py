@@ -89,10 +89,17 @@ def read_urbansound8k(root: str | os.PathLike) -> FoldSet:
 
 
 class FoldClipDataset(Dataset):
-    """Centre-cropped / zero-padded waveforms of `num_samples`; an undecodable file yields `ok=False`."""
+    """Centre-cropped / zero-padded waveforms of `num_samples`; an undecodable file yields `ok=False`.
 
-    def __init__(self, clips: list[FoldClip], sample_rate: int, num_samples: int) -> None:
+    `length` is the number of the clip's own samples in the waveform. With `pad_end`, a short clip is padded
+    after its end instead of centred, so `waveform[:length]` is the whole clip (what the official encoder
+    needs); `resample_kwargs` choose the resampling filter (`load_audio`).
+    """
+
+    def __init__(self, clips: list[FoldClip], sample_rate: int, num_samples: int, pad_end: bool = False,
+                 resample_kwargs: dict | None = None) -> None:
         self.clips, self.sample_rate, self.num_samples = clips, sample_rate, num_samples
+        self.pad_end, self.resample_kwargs = pad_end, resample_kwargs
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -100,7 +107,12 @@ class FoldClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int | bool]:
         clip = self.clips[index]
         try:
-            wave, ok = crop_or_pad(load_audio(clip.path, self.sample_rate), self.num_samples, "center"), True
+            wave, ok = load_audio(clip.path, self.sample_rate, self.resample_kwargs), True
         except AudioDecodeError:
-            wave, ok = torch.zeros(self.num_samples), False
-        return {"waveform": wave, "index": index, "ok": ok}
+            wave, ok = torch.zeros(0), False
+        length = min(wave.numel(), self.num_samples)
+        if self.pad_end and wave.numel() < self.num_samples:
+            wave = torch.nn.functional.pad(wave, (0, self.num_samples - wave.numel()))
+        else:
+            wave = crop_or_pad(wave, self.num_samples, "center")
+        return {"waveform": wave, "length": length, "index": index, "ok": ok}

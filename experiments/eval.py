@@ -9,8 +9,9 @@
 Zero-shot is reported for each prompt template (default: "This is a sound of {label}." and the bare
 label). Clips are centre-cropped or zero-padded to the encoder's clip length. Results are printed as a
 table, written as JSON (never over an existing file unless --overwrite) and, with --wandb_project,
-logged to W&B (offline with WANDB_MODE=offline). `--checkpoint` takes a training checkpoint (.ckpt) or
-an exported encoder file.
+logged to W&B (offline with WANDB_MODE=offline). `--checkpoint` takes a training checkpoint (.ckpt), an
+exported encoder file, or the official code's `resnet18_57.pth` (`make weights WEIGHTS=official-resnet18-57`),
+whose ESC-50/UrbanSound8K clips get its exact preprocessing.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datamodules.fold_sets import FoldClipDataset, FoldSet, read_esc50, read_urbansound8k
+from datamodules.official_frontend import KAISER_BEST
 from datamodules.vggsound import VGGSoundDataModule
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.linear_probe import leave_one_fold_out, topk_accuracy
 from lightning_modules.networks.audio_encoder import AudioEncoder
+from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
 from lightning_modules.zero_shot import BARE_LABEL, DEFAULT_TEMPLATE, class_prompt_embeddings
 
 log = logging.getLogger(__name__)
@@ -43,16 +46,21 @@ REFERENCE_TOP1 = {
 
 
 @torch.no_grad()
-def embed_folds(encoder: AudioEncoder, fold_set: FoldSet, batch_size: int, num_workers: int,
+def embed_folds(encoder: AudioEncoder | OfficialAudioEncoder, fold_set: FoldSet, batch_size: int, num_workers: int,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Embeddings (N, D), labels, folds of the decodable clips, and the count of undecodable ones."""
-    dataset = FoldClipDataset(fold_set.clips, encoder.sample_rate, encoder.clip_samples)
+    # The official encoder's preprocessing works on whole clips (dB reference = the clip's loudest bin, centre
+    # crop/pad in frames) resampled like librosa 0.8.1: pad after the clip and pass its length.
+    official = isinstance(encoder, OfficialAudioEncoder)
+    dataset = FoldClipDataset(fold_set.clips, encoder.sample_rate, encoder.clip_samples, pad_end=official,
+                              resample_kwargs=KAISER_BEST if official else None)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     embeddings, indices = [], []
     for batch in tqdm(loader, desc=f"embed {fold_set.name}", unit="batch"):
         ok = batch["ok"]
         if ok.any():
-            embeddings.append(encoder(batch["waveform"][ok].to(device)).float().cpu())
+            lengths = {"lengths": batch["length"][ok]} if official else {}
+            embeddings.append(encoder(batch["waveform"][ok].to(device), **lengths).float().cpu())
             indices.append(batch["index"][ok])
     index = torch.cat(indices)
     labels = torch.tensor([fold_set.clips[i].label for i in index.tolist()])

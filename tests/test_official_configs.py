@@ -13,7 +13,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from datamodules.fold_sets import read_esc50
 from datamodules.official_frontend import load_official_audio
+from experiments import eval as eval_cli
 from experiments import manipulate, weights
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.manipulation import ManipulationModule
@@ -104,3 +106,43 @@ def test_manipulation_embeds_whole_clips_with_the_official_preprocessing(tmp_pat
             expected = encoder.embed_clips(waves, crop=policy, generator=torch.Generator().manual_seed(3))
         torch.testing.assert_close(emb, expected, rtol=1e-5, atol=1e-6)
         assert emb.shape == (2, 64) and len(levels) == 2
+
+
+def _esc50_layout(root: Path) -> None:
+    """A tiny ESC-50 in its released layout: 2 folds x 2 classes; one clip at 22.05 kHz (resampled)."""
+    (root / "audio").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for fold in (1, 2):
+        for target, category in ((0, "dog"), (1, "crackling_fire")):
+            name = f"{fold}-{target}-A-0.wav"
+            rate = 22050 if (fold, target) == (2, 1) else 44100
+            t = np.arange(int(1.5 * rate)) / rate
+            x = 0.3 * np.sin(2 * np.pi * (300 + 2000 * target) * t) + 0.05 * rng.standard_normal(t.size)
+            sf.write(root / "audio" / name, x.astype(np.float32), rate)
+            rows.append(f"{name},{fold},{target},{category},False,x,A")
+    (root / "meta").mkdir()
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_make_eval_accepts_the_official_weights(tmp_path, tiny_clip_path):
+    torch.manual_seed(2)
+    ckpt = tmp_path / "resnet18_57.pth"
+    torch.save({"module." + k: v for k, v in OfficialAudioEncoder(embed_dim=64).state_dict().items()}, ckpt)
+    root = tmp_path / "ESC-50-master"
+    _esc50_layout(root)
+    out = tmp_path / "eval.json"
+    results = eval_cli.main([str(ckpt), "--esc50_root", str(root), "--clip_model", tiny_clip_path,
+                             "--device", "cpu", "--num_workers", "0", "--batch_size", "3", "--out", str(out)])
+    assert results["encoder"]["arch"] == "official_resnet18" and out.is_file()
+    esc = results["datasets"]["ESC-50"]
+    assert esc["num_clips"] == 4 and set(esc["zero_shot"]["This is a sound of {label}."]["folds"]) == {"1", "2"}
+    assert "linear_probe" in esc
+    # the clips reached the encoder whole, resampled like the official code: same as embed_clips
+    encoder = load_audio_encoder(ckpt)
+    fold_set = read_esc50(root)
+    emb, _, _, skipped = eval_cli.embed_folds(encoder, fold_set, 3, 0, torch.device("cpu"))
+    with torch.no_grad():
+        expected = encoder.embed_clips([load_official_audio(c.path) for c in fold_set.clips])
+    assert skipped == 0
+    torch.testing.assert_close(emb, expected, rtol=1e-5, atol=1e-6)
