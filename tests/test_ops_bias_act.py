@@ -188,10 +188,12 @@ def test_cuda_16bit_is_computed_in_float32(dtype):
         # The oracle: the same 16-bit inputs, computed in float32, rounded once at the end.
         want = _grads("ref", x.float(), b.float(), 1, dy.float(), act=act, clamp=2.0)
         got = _grads("cuda", x, b, 1, dy, act=act, clamp=2.0)
-        tol = 1e-2 if dtype == torch.float16 else 5e-2  # one rounding of each result (8 or 11 bits)
-        for w, g in zip(want, got):
+        tol = 1e-2 if dtype == torch.float16 else 5e-2  # one rounding of each result (11 or 8 bits)
+        # db sums x.numel() / 8 rounded elements of dx: their rounding errors grow like the square root of that.
+        atols = (tol, tol, tol * math.sqrt(x.numel() / x.shape[1]))
+        for w, g, atol in zip(want, got, atols):
             assert g.dtype == dtype
-            torch.testing.assert_close(g.float(), w, rtol=tol, atol=tol, msg=lambda m, a=act: f"{a}: {m}")
+            torch.testing.assert_close(g.float(), w, rtol=tol, atol=atol, msg=lambda m, a=act: f"{a}: {m}")
 
 
 @pytest.mark.gpu
