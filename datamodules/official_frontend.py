@@ -110,7 +110,7 @@ class OfficialFrontEnd(nn.Module):
         # cv2.resize(spec, (n_mels, resize_height)): the output has resize_height rows and n_mels columns.
         self.resize_height = resize_height
         # librosa < 0.10 (the official environment: 0.8.1) padded centred frames by reflection;
-        # librosa >= 0.10 pads with zeros. Only the first and last frame differ.
+        # librosa >= 0.10 pads with zeros. Only the first and last two frames differ.
         self.pad_mode, self.crop = pad_mode, crop
         # float64 constants, not saved: the state dict stays exactly the released file's keys.
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True, dtype=torch.float64), persistent=False)
@@ -131,7 +131,7 @@ class OfficialFrontEnd(nn.Module):
         # librosa.power_to_db: 10·log10(max(S, amin)) − 10·log10(max(ref, amin)), floored at max − top_db.
         db = 10.0 * torch.log10(mel.clamp_min(self.amin)) - 10.0 * torch.log10(mel.max().clamp_min(self.amin))
         db = torch.maximum(db, db.max() - self.top_db)
-        return db / 80.0 + 1.0
+        return db / 80.0 + 1.0  # the official code's fixed scaling (not top_db): [-80, 0] dB -> [0, 1]
 
     def frame_offset(self, width: int, policy: CropMode, generator: torch.Generator | None) -> int:
         """Start of the crop (width > frames) or of the clip inside the zero padding (width < frames)."""
@@ -174,6 +174,8 @@ class OfficialFrontEnd(nn.Module):
         if waveform.dim() != 2:
             raise ValueError(f"OfficialFrontEnd: expected a (B, T) waveform, got shape {tuple(waveform.shape)}")
         policy = policy or ("train" if self.training else self.crop)
+        if policy not in ("train", "center", "manipulation"):
+            raise ValueError(f"OfficialFrontEnd: policy must be 'train', 'center' or 'manipulation', got {policy!r}")
         with torch.autocast(waveform.device.type, enabled=False):
             specs = []
             for i, wave in enumerate(waveform):

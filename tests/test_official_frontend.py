@@ -164,3 +164,5 @@ def test_bad_arguments_are_named():
         OfficialFrontEnd()(torch.randn(1, 800))
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         OfficialFrontEnd()(torch.randn(800))
+    with pytest.raises(ValueError, match="policy"):
+        OfficialFrontEnd()(torch.randn(1, 4000), policy="random")
