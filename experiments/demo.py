@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     audio_dir = run / "audio_clip"
+    wandb.finish()  # a W&B run left open in this process would otherwise absorb the demo's training run
     with manipulate.own_argv():
         fit = train.main(["fit", "--config", cfg["audio"]["config"], f"--model.clip_model={clip_path}",
                           f"--data.root={soundzoo}", f"--trainer.default_root_dir={audio_dir}",
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--data.sources={json.dumps(mc['sources'])}", f"--data.sounds={json.dumps(sounds)}",
         f"--trainer.logger.init_args.save_dir={run}", *mc.get("overrides", []),
     ])
+    wandb.finish()
     times["edits"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
 

@@ -87,6 +87,7 @@ def test_predict_job_writes_edits_grid_metrics_and_wandb(assets, tmp_path):
     assert sorted(p.name for p in (run / "sources").glob("*.png")) == ["seed0.png", "seed1.png"]
     # the grid went to the offline W&B run as an image
     media = list(Path(tmp_path).glob("wandb/offline-run-*/files/media/images/**/*.png"))
+    logger.experiment.finish()  # close the run: later jobs in this process must get their own
     assert len(media) == 1, "no grid image logged to W&B"
     logged = np.asarray(Image.open(media[0]).convert("RGB")).astype(int)
     assert np.abs(logged - np.asarray(Image.open(run / "grid.png")).astype(int)).max() <= 1  # same pixels, [0, 1]
