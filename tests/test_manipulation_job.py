@@ -101,6 +101,26 @@ def test_predict_job_writes_edits_grid_metrics_and_wandb(assets, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_independent_eval_clip_scores_before_and_after(assets, tmp_path):
+    from conftest import build_tiny_clip
+
+    from lightning_modules.clip_wrapper import CLIPWrapper
+
+    eval_path = tmp_path / "eval_clip.pt"
+    torch.save(build_tiny_clip(seed=1, embed_dim=32).state_dict(), eval_path)  # other weights, other width
+    model, data = make_job(assets, tmp_path, n_sounds=2, sources=(4,), eval_clip=str(eval_path),
+                           eval_prompt="a painting of {label}")
+    pl.Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_progress_bar=False,
+               enable_model_summary=False).predict(model, datamodule=data)
+    judge = CLIPWrapper(str(eval_path))
+    for pair in json.loads((model.run_dir / "metrics.json").read_text())["pairs"]:
+        text = judge.encode_text([f"a painting of {pair['sound']}"])
+        edited = torch.from_numpy(np.asarray(Image.open(model.run_dir / pair["file"]))).permute(2, 0, 1)
+        score = (judge.encode_image(edited[None].float() / 127.5 - 1) * text).sum().item()
+        assert score == pytest.approx(pair["eval_cos_after"], abs=0.02)  # the PNG is the 8-bit edited image
+        assert "eval_cos_before" in pair
+
+
 def test_inference_mode_trainer_is_refused(assets, tmp_path):
     model, data = make_job(assets, tmp_path, n_sounds=1, sources=(0,))
     trainer = pl.Trainer(accelerator="cpu", devices=1, inference_mode=True, logger=False, enable_progress_bar=False)
