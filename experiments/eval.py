@@ -1,6 +1,6 @@
 """Evaluate a trained audio encoder: zero-shot classification and a linear probe, per official fold.
 
-    python -m experiments.eval --checkpoint outputs/audio_clip/vggsound/checkpoints/best.ckpt \\
+    python -m experiments.eval outputs/audio_clip/vggsound/checkpoints/best.ckpt \\
         --vggsound_root data/vggsound --esc50_root data/ESC-50-master --urbansound8k_root data/UrbanSound8K
 
 - VGGSound test split: zero-shot top-1/top-5 against the class prompts.

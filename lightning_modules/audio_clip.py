@@ -13,6 +13,7 @@ retrieval with each class prompt as a query over the clips (mAP, R@1/5/10).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -204,7 +205,8 @@ class AudioCLIPModule(pl.LightningModule):
             if p.requires_grad:
                 # Biases, norm gains and the scalar logit scale/bias are not decayed (as in CLIP).
                 (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": hp.weight_decay, "name": "decay"},
+                  {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
         if hp.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         else:
@@ -216,8 +218,11 @@ class AudioCLIPModule(pl.LightningModule):
                 optimizer, base_lr=hp.lr, max_lr=hp.cyclic_max_lr, step_size_up=hp.cyclic_step_size,
                 mode="triangular", cycle_momentum=hp.optimizer == "sgd")
         else:
-            total = max(int(self.trainer.estimated_stepping_batches), 1)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(hp.warmup_steps, total))
+            # The horizon is read when first needed (after warm-up), not here: calling
+            # `estimated_stepping_batches` in configure_optimizers makes Lightning 2.6 set up the train
+            # loader before a checkpoint is restored, and it then never restores the loader's position.
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, warmup_cosine(hp.warmup_steps, lambda: int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------- checkpoints
@@ -226,13 +231,21 @@ class AudioCLIPModule(pl.LightningModule):
         checkpoint[CHECKPOINT_CONFIG_KEY] = dict(self.encoder.config)
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int):
-    """lr multiplier: linear 0->1 over `warmup_steps`, then cosine 1->0 at `total_steps`."""
+def warmup_cosine(warmup_steps: int, total_steps: Callable[[], int]) -> Callable[[int], float]:
+    """lr multiplier: linear 0->1 over `warmup_steps`, then cosine 1->0 at `total_steps()` (asked once, lazily).
+
+    A closure, not an object: LambdaLR then keeps it out of its state dict (checkpoints stay weights_only).
+    """
+    total: list[int] = []
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        if step == warmup_steps:
+            return 1.0
+        if not total:
+            total.append(max(int(total_steps()), warmup_steps + 1))
+        progress = min((step - warmup_steps) / (total[0] - warmup_steps), 1.0)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
