@@ -173,7 +173,8 @@ class AudioCLIPModule(pl.LightningModule):
         audio = self.encoder(batch["waveform"])
         with torch.autocast(self.device.type, enabled=False):
             logits = audio.float() @ self.class_text.T  # (B, C) cosine similarities
-            loss = self.criterion(audio, labels, self.class_text)["loss"]
+            # The main objective on this batch (without SpecAugment there is no second view to compare).
+            loss = self.criterion(audio, labels, self.class_text, clean=audio)[self.criterion.kind]
         self.val_top1.update(logits, labels)
         self.val_top5.update(logits, labels)
         # Text -> audio retrieval: class c's prompt is query c, every clip of class c is relevant.
