@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint toyworld bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops
+.PHONY: help install test test-fast lint toyworld bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,24 @@ bench-generator: $(STAMP) ## StyleGAN2 256px forward and W+ step: ops ref vs ker
 demo: $(STAMP) ## The whole pipeline offline on CPU (sound set, audio training, edits, grid, W&B offline), < 5 min
 	$(MALLOC_ENV) WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m experiments.demo
 
+train: CONFIG ?= experiments/audio_clip/vggsound.yaml
+train: $(STAMP) ## Train the audio encoder into CLIP space (CONFIG=yaml; ARGS="--ckpt_path last" resumes)
+	$(MALLOC_ENV) $(PY) -m experiments.train fit --config $(CONFIG) $(ARGS)
+
+sweep: SWEEP ?= experiments/sweeps/audio_clip.yaml
+sweep: $(STAMP) ## Create the W&B sweep over audio-encoder training; prints the id for `wandb agent` / sweep_agent.sbatch
+	$(VENV)/bin/wandb sweep $(SWEEP)
+
+eval: CKPT ?= outputs/audio_clip/checkpoints/best.ckpt
+eval: VGGSOUND ?= data/vggsound
+eval: ESC50 ?= data/ESC-50-master
+eval: US8K ?= data/UrbanSound8K
+eval: $(STAMP) ## Zero-shot + linear-probe eval of CKPT on VGGSound test, ESC-50, UrbanSound8K (those present)
+	$(MALLOC_ENV) $(PY) -m experiments.eval $(CKPT) \
+		$$(test -d $(VGGSOUND) && echo --vggsound_root $(VGGSOUND)) \
+		$$(test -d $(ESC50) && echo --esc50_root $(ESC50)) \
+		$$(test -d $(US8K) && echo --urbansound8k_root $(US8K)) $(EVAL_ARGS)
+
 weights: $(STAMP) ## Download CLIP + StyleGAN2 checkpoints of a real run (resumable; WEIGHTS="name ..." picks others)
 	$(PY) -m experiments.weights $(WEIGHTS)
 
@@ -59,6 +77,9 @@ bench-manip: $(STAMP) ## Eq. 2 edits: pair-steps/s of a batch of 8 pairs vs 8 si
 
 bench-projection: $(STAMP) ## Projector round trip (image error vs start) and CPU cost per image, tiny 16/64 px
 	$(MALLOC_ENV) $(PY) benchmarks/bench_projection.py
+
+bench-audio-clip: $(STAMP) ## Audio-CLIP train step: cached class-prompt embeddings vs the text tower every step
+	$(MALLOC_ENV) $(PY) benchmarks/bench_audio_clip.py
 
 bench-ops: $(STAMP) ## Fused bias_act / upfirdn2d kernels (C++, and CUDA if present) vs idiomatic PyTorch
 	$(MALLOC_ENV) $(PY) benchmarks/bench_ops.py

@@ -15,6 +15,7 @@ from datamodules.vggsound import VGGSoundDataModule
 from experiments import train
 from lightning_modules.audio_clip import AudioCLIPModule, warmup_cosine
 from lightning_modules.networks.audio_encoder import AudioEncoder
+from lightning_modules.torch_threads import TorchThreads
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "experiments" / "audio_clip").glob("*.yaml"))
@@ -110,6 +111,17 @@ def test_warmup_cosine_schedule():
     assert len(asked) == 1
 
 
+def test_torch_threads_callback_sets_and_restores():
+    before = torch.get_num_threads()
+    callback = TorchThreads(1)
+    callback.setup(None, None, "fit")
+    assert torch.get_num_threads() == 1
+    callback.teardown(None, None, "fit")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        TorchThreads(0)
+
+
 # ------------------------------------------------------------- precision
 
 
@@ -141,7 +153,7 @@ def _short_run(zoo: Path, clip: str, precision: str, accelerator: str = "cpu") -
                             val_fraction=0.25)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=3, limit_val_batches=1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[probe])
+                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[probe, TorchThreads(1)])
     trainer.fit(module, dm)
     return probe, before, {k: v.cpu() for k, v in module.state_dict().items()}
 
