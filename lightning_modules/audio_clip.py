@@ -92,11 +92,15 @@ class AudioCLIPModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_names = list(getattr(datamodule, "class_names", None) or [])
         if self.class_names is None:
-            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if datamodule is None or not getattr(datamodule, "class_names", None):
+            if not data_names:
                 raise ValueError("AudioCLIPModule: no class_names given and the datamodule exposes none")
-            self.class_names = list(datamodule.class_names)
+            self.class_names = data_names
+        elif data_names and data_names != self.class_names:  # label i must mean prompt i
+            raise ValueError(f"AudioCLIPModule: class_names ({len(self.class_names)}, first {self.class_names[:3]}) "
+                             f"differ from the datamodule's ({len(data_names)}, first {data_names[:3]})")
         num_classes = len(self.class_names)
         if not hasattr(self, "val_top1"):
             self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")

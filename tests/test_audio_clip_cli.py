@@ -111,6 +111,21 @@ def test_warmup_cosine_schedule():
     assert len(asked) == 1
 
 
+def test_module_refuses_class_names_that_differ_from_the_data(tiny_clip_path):
+    encoder = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, n_mels=32, n_fft=256, clip_seconds=0.5)
+    module = AudioCLIPModule(encoder, clip_model=tiny_clip_path, class_names=["rain", "wind"])
+
+    class _Trainer:
+        datamodule = type("Data", (), {"class_names": ["wind", "rain"]})()
+
+    module.trainer = _Trainer()
+    with pytest.raises(ValueError, match="differ from the datamodule"):
+        module.setup("fit")
+    module.trainer.datamodule.class_names = ["rain", "wind"]
+    module.setup("fit")
+    assert module.val_top1.num_classes == 2
+
+
 def test_torch_threads_callback_sets_and_restores():
     before = torch.get_num_threads()
     callback = TorchThreads(1)
