@@ -69,6 +69,7 @@ def stable_run_id(run_dir: str | os.PathLike) -> str:
 
 
 def existing_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint a fresh run in `run_dir` could overwrite or be confused with."""
     return sorted((run_dir / "checkpoints").glob("*.ckpt")) + sorted(run_dir.glob("hpc_ckpt_*.ckpt"))
 
 
@@ -125,7 +126,7 @@ class AudioCLIPCLI(LightningCLI):
 def finish_wandb(trainer: Trainer) -> None:
     """Close the W&B run so that its files are complete and a next run in this process starts its own."""
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # (`.experiment` would start one)
             logger.experiment.finish()
 
 
