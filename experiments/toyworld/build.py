@@ -84,23 +84,54 @@ def generator_metrics(G, clip_model: CLIPWrapper, n: int = 2000, seed: int = 123
     return out
 
 
+def evaluate(out: Path, device: torch.device) -> dict:
+    """Metrics of the files in `out` as users load them (fp16 toy CLIP through clip.load), plus samples.png."""
+    toy_clip = CLIPWrapper(str(out / CLIP_FILE))
+    held_images, held_labels = held_out_set()
+    clip_metrics = zero_shot_accuracy(toy_clip, held_images, held_labels)
+    print(f"toy CLIP: {clip_metrics}", flush=True)
+    toy_clip.to(device)
+    G = load_generator(out / GENERATOR_FILE).to(device)
+    gen_metrics = generator_metrics(G, toy_clip)
+    print(f"toy StyleGAN2: {json.dumps(gen_metrics)}", flush=True)
+    det_metrics = detectors.validate(range(*DETECTOR_SEEDS))
+    print(f"detectors: {json.dumps(det_metrics)}", flush=True)
+    real = torch.from_numpy(render_dataset(range(*FD_REAL_SEEDS))[0][:12]).float() / 127.5 - 1
+    with torch.no_grad():
+        fake = [G(torch.randn(12, G.style_dim, generator=torch.Generator().manual_seed(s)).to(device),
+                  truncation=0.7).cpu() for s in (1, 2)]
+    grid_png([real, *fake], out / "samples.png")
+    return {"toy_clip": clip_metrics, "toy_stylegan2": gen_metrics, "detectors": det_metrics}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output folder (default: the committed weights)")
     p.add_argument("--overwrite", action="store_true", help="replace existing toy-world files in --out")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="train nothing: recompute the metrics of the files in --out and update its metrics.json")
     p.add_argument("--device", default="cpu", help="torch device for training (the committed files: cpu)")
     p.add_argument("--threads", type=int, default=2, help="torch threads and painting processes")
     p.add_argument("--n-train", type=int, default=TRAIN_SEEDS[1] - TRAIN_SEEDS[0], help="training paintings")
     p.add_argument("--clip-steps", type=int, default=ToyCLIPConfig.steps)
     p.add_argument("--gan-steps", type=int, default=ToyGANConfig.steps)
     args = p.parse_args(argv)
+    command = "python -m experiments.toyworld.build " + " ".join(argv if argv is not None else sys.argv[1:])
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.evaluate_only:
+        metrics = json.loads((args.out / METRICS_FILE).read_text())
+        for key, value in evaluate(args.out, device).items():
+            metrics[key] = {**metrics.get(key, {}), **value}
+        metrics["evaluated_by"] = command
+        (args.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"updated {args.out / METRICS_FILE}", flush=True)
+        return 0
     targets = [args.out / f for f in (CLIP_FILE, GENERATOR_FILE, METRICS_FILE)]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not args.overwrite:
         p.error(f"would overwrite {', '.join(existing)}; pass --overwrite to replace them")
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     timings, t0 = {}, time.perf_counter()
 
     seeds = range(TRAIN_SEEDS[0], TRAIN_SEEDS[0] + args.n_train)
@@ -111,35 +142,20 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     clip_cfg = ToyCLIPConfig(steps=args.clip_steps)
-    clip_model = train_toy_clip(images, captions, clip_cfg, device=device)
-    save_toy_clip(clip_model, args.out / CLIP_FILE)
+    save_toy_clip(train_toy_clip(images, captions, clip_cfg, device=device), args.out / CLIP_FILE)
     timings["clip_s"] = round(time.perf_counter() - t, 1)
-    # Evaluate the file as users load it (fp16 weights through clip.load).
-    toy_clip = CLIPWrapper(str(args.out / CLIP_FILE), device=device)
-    held_images, held_labels = held_out_set()
-    clip_metrics = zero_shot_accuracy(toy_clip.to("cpu"), held_images, held_labels)
-    toy_clip.to(device)
-    print(f"toy CLIP: {clip_metrics}", flush=True)
 
     t = time.perf_counter()
     gan_cfg = ToyGANConfig(steps=args.gan_steps)
-    G = train_toy_generator(images, gan_cfg, device=device)
-    save_generator(G.cpu(), args.out / GENERATOR_FILE, overwrite=True)
+    save_generator(train_toy_generator(images, gan_cfg, device=device), args.out / GENERATOR_FILE, overwrite=True)
     timings["generator_s"] = round(time.perf_counter() - t, 1)
-    G = load_generator(args.out / GENERATOR_FILE).to(device)
-    gen_metrics = generator_metrics(G, toy_clip)
-    print(f"toy StyleGAN2: {json.dumps(gen_metrics)}", flush=True)
 
-    det_metrics = detectors.validate(range(*DETECTOR_SEEDS))
-    real = torch.from_numpy(render_dataset(range(*FD_REAL_SEEDS))[0][:12]).float() / 127.5 - 1
-    with torch.no_grad():
-        fake = [G(torch.randn(12, G.style_dim, generator=torch.Generator().manual_seed(s)).to(device),
-                  truncation=0.7).cpu() for s in (1, 2)]
-    grid_png([real, *fake], args.out / "samples.png")
+    t = time.perf_counter()
+    results = evaluate(args.out, device)
+    timings["evaluate_s"] = round(time.perf_counter() - t, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-
     metrics = {
-        "command": "python -m experiments.toyworld.build " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "machine": {"device": str(device), "threads": args.threads, "platform": platform.platform(),
                     "torch": torch.__version__, "malloc_env": {k: v for k, v in os.environ.items()
                                                               if k.startswith("MALLOC_")}},
@@ -147,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                   "fd_real": list(FD_REAL_SEEDS), "fd_real_2": list(FD_REAL_SEEDS_2),
                   "detector_validation": list(DETECTOR_SEEDS), "clip_training": clip_cfg.seed,
                   "generator_training": gan_cfg.seed},
-        "toy_clip": {"config": clip_cfg.to_dict(), **clip_metrics},
-        "toy_stylegan2": {"config": gan_cfg.to_dict(), **gen_metrics},
-        "detectors": det_metrics,
+        "toy_clip": {"config": clip_cfg.to_dict(), **results["toy_clip"]},
+        "toy_stylegan2": {"config": gan_cfg.to_dict(), **results["toy_stylegan2"]},
+        "detectors": results["detectors"],
         "timings": timings,
     }
     (args.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
