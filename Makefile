@@ -42,8 +42,12 @@ bench-audio: $(STAMP) ## Audio loading + log-mel vs the official librosa path, D
 bench-generator: $(STAMP) ## StyleGAN2 256px forward and W+ step: ops ref vs kernels, our modconv vs grouped conv
 	$(MALLOC_ENV) $(PY) benchmarks/bench_generator.py
 
-demo: $(STAMP) ## The whole pipeline offline on CPU (sound set, audio training, edits, grid, W&B offline), < 5 min
-	$(MALLOC_ENV) WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m experiments.demo
+# The demo runs in the learned toy world (committed toy CLIP + toy StyleGAN2); DEMO_CONFIG=experiments/demo.yaml
+# runs the same pipeline with random tiny networks instead.
+DEMO_CONFIG ?= experiments/toyworld/demo.yaml
+
+demo: $(STAMP) ## The whole pipeline offline on CPU in the learned toy world (sound set, audio training, edits, grid), < 5 min
+	$(MALLOC_ENV) WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m experiments.demo --config $(DEMO_CONFIG)
 
 train: CONFIG ?= experiments/audio_clip/vggsound.yaml
 train: $(STAMP) ## Train the audio encoder into CLIP space (CONFIG=yaml; ARGS="--ckpt_path last" resumes)
