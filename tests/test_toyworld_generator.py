@@ -80,3 +80,36 @@ def test_committed_generator_samples_look_like_the_paintings():
     assert fd < 0.25 * fd_untrained, (fd, fd_untrained)
     dist = class_distribution(image_features(toy_clip, samples), toy_clip.encode_text(class_prompts()))
     assert diversity(dist)["classes_over_2pct"] >= 5, dist
+
+
+@pytest.mark.slow
+def test_build_script_writes_loadable_files_and_never_overwrites_silently(tmp_path, capsys):
+    """`make toyworld`'s script end to end at toy scale (64 paintings, 2 training steps each)."""
+    import clip
+
+    args = ["--out", str(tmp_path), "--n-train", "64", "--clip-steps", "2", "--gan-steps", "2"]
+    assert build.main(args) == 0
+    metrics = json.loads((tmp_path / build.METRICS_FILE).read_text())
+    assert metrics["seeds"]["train_paintings"] == [0, 64] and metrics["toy_clip"]["config"]["steps"] == 2
+    assert set(metrics["detectors"]) == set(build.ATTRIBUTES)
+    clip.load(str(tmp_path / build.CLIP_FILE), device="cpu", jit=False)
+    assert load_generator(tmp_path / build.GENERATOR_FILE).n_latent == 8
+    with pytest.raises(SystemExit):
+        build.main(args)  # files exist and --overwrite is missing
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_only_reproduces_the_committed_metrics(tmp_path):
+    import shutil
+
+    for name in (build.CLIP_FILE, build.GENERATOR_FILE, build.METRICS_FILE):
+        shutil.copy(build.WEIGHTS_DIR / name, tmp_path / name)
+    assert build.main(["--out", str(tmp_path), "--evaluate-only"]) == 0
+    committed = json.loads((build.WEIGHTS_DIR / build.METRICS_FILE).read_text())
+    again = json.loads((tmp_path / build.METRICS_FILE).read_text())
+    assert again["toy_clip"] == committed["toy_clip"]
+    for psi in ("truncation_1.0", "truncation_0.7"):
+        assert again["toy_stylegan2"][psi]["fd_toy_clip"] == pytest.approx(
+            committed["toy_stylegan2"][psi]["fd_toy_clip"], rel=0.02)
+    assert again["detectors"] == committed["detectors"]
