@@ -32,13 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "experiments" / "audio_clip" / "demo.yaml")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread (see lightning_modules/torch_threads.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks: one intra-op thread (the shared fixture in conftest.py says why).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _fit(run_dir: Path, clip: str, root: Path, *extra: str) -> Path:

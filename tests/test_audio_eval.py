@@ -19,13 +19,8 @@ ESC_HEADER = "filename,fold,target,category,esc10,src_file,take"
 US_HEADER = "slice_file_name,fsID,start,end,salience,fold,classID,class"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread (see lightning_modules/torch_threads.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny networks: one intra-op thread (the shared fixture in conftest.py says why).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _wav(path, seconds=0.5, freq=440.0, rate=16000):
