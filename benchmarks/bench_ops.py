@@ -30,8 +30,11 @@ UPFIRDN_SHAPE = (4, 128, 128, 128)
 
 
 def measure(fns: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, tuple[float, float]]:
-    """Median (wall s, CPU s) per function; the functions take turns so that drift hits all of them alike."""
+    """Median (wall s, CPU s) per call of each function; the functions take turns so that drift hits all of them
+    alike. On CUDA one sample is a burst of calls between two synchronisations, so that the launch latency of a
+    single call does not hide the kernels' time."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    burst = 10 if device == "cuda" else 1
     for fn in fns.values():  # warm-up: builds, allocator pools, caches
         fn()
         fn()
@@ -41,9 +44,10 @@ def measure(fns: dict[str, Callable[[], object]], device: str, repeats: int) -> 
         for name, fn in fns.items():
             sync()
             wall, cpu = time.perf_counter(), time.process_time()
-            fn()
+            for _ in range(burst):
+                fn()
             sync()
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            times[name].append(((time.perf_counter() - wall) / burst, (time.process_time() - cpu) / burst))
     return {
         name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)) for name, ts in times.items()
     }

@@ -87,6 +87,8 @@ def bias_act(
 
     `alpha` is the activation's parameter (lrelu's negative slope, default 0.2; elu's alpha, default 1);
     `gain` defaults to sqrt(2) for relu, lrelu and swish and 1 otherwise; `clamp=None` (or < 0) disables clamping.
+    The gradient is zero where the clamp is active. linear, relu and lrelu read that from the saved y: on float16 /
+    bfloat16 tensors an output that rounds to +-clamp therefore counts as clamped (to within half a 16-bit ulp).
     """
     if act not in ACTIVATIONS:
         raise ValueError(f"bias_act: unknown act={act!r}; expected one of {sorted(ACTIVATIONS)}")

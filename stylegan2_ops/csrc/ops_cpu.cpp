@@ -278,7 +278,7 @@ at::Tensor upfirdn2d_forward(const at::Tensor& x, const at::Tensor& w, int64_t u
         scalar_t* orow = op + r * out_w;
         scalar_t* acc = step_o > 1 ? phases.data() : orow;  // phase-major accumulator, or the row itself
         std::fill(acc, acc + (step_o > 1 ? step_o * phase_len : out_w), scalar_t(0));
-        const sg2::AxisTaps ty = sg2::axis_taps(oy, upy, downy, py0, kh, in_h);
+        const sg2::AxisTaps<int64_t> ty = sg2::axis_taps<int64_t>(oy, upy, downy, py0, kh, in_h);
         for (int64_t t0 = 0; t0 < ty.count; t0 += 4) {  // up to 4 vertical taps per pass over acc
           const int nt = int(std::min<int64_t>(4, ty.count - t0));
           const scalar_t* rows[4];

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include "bias_act_math.h"
@@ -41,24 +42,33 @@ constexpr int kThreads = 256;
 
 inline unsigned blocks_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
 
-template <typename T, int A>
-__global__ void bias_act_forward_kernel(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y,
-                                        int64_t n, int64_t channels, int64_t inner, typename AccType<T>::type alpha,
+// Kernels index with I = int32_t when every index they form fits (the usual case), else int64_t: GPUs emulate
+// 64-bit division, and the per-element channel and row/column divisions would otherwise dominate.
+constexpr int64_t kMax32 = (int64_t(1) << 31) - 1;
+
+template <typename Body>
+cudaError_t dispatch_index(bool fits_32, Body&& body) {
+  return fits_32 ? body(int32_t{}) : body(int64_t{});
+}
+
+template <typename T, int A, typename I>
+__global__ void bias_act_forward_kernel(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, I n,
+                                        I channels, I inner, typename AccType<T>::type alpha,
                                         typename AccType<T>::type gain, typename AccType<T>::type clamp) {
   using acc_t = typename AccType<T>::type;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(blockDim.x) * gridDim.x) {
     const acc_t bv = b ? to_acc(b[(i / inner) % channels]) : acc_t(0);
     y[i] = from_acc<T>(forward<A, acc_t>(to_acc(x[i]), bv, alpha, gain, clamp));
   }
 }
 
-template <typename T, int A>
+template <typename T, int A, typename I>
 __global__ void bias_act_grad_kernel(const T* __restrict__ g, const T* __restrict__ ref, const T* __restrict__ b,
-                                     T* __restrict__ dx, int64_t n, int64_t channels, int64_t inner, int order,
-                                     bool from_y, typename AccType<T>::type alpha, typename AccType<T>::type gain,
+                                     T* __restrict__ dx, I n, I channels, I inner, int order, bool from_y,
+                                     typename AccType<T>::type alpha, typename AccType<T>::type gain,
                                      typename AccType<T>::type clamp) {
   using acc_t = typename AccType<T>::type;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(blockDim.x) * gridDim.x) {
     const acc_t gv = to_acc(g[i]), rv = to_acc(ref[i]);
     acc_t d;
     if (from_y) {
@@ -72,25 +82,24 @@ __global__ void bias_act_grad_kernel(const T* __restrict__ g, const T* __restric
 }
 
 // One thread per output sample; only the taps that meet input samples are visited.
-template <typename T>
+template <typename T, typename I>
 __global__ void upfirdn2d_kernel(const T* __restrict__ x, const typename AccType<T>::type* __restrict__ w,
-                                 T* __restrict__ out, int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
-                                 int64_t out_w, int64_t kh, int64_t kw, int64_t upx, int64_t upy, int64_t downx,
-                                 int64_t downy, int64_t px0, int64_t py0) {
+                                 T* __restrict__ out, I planes, I in_h, I in_w, I out_h, I out_w, I kh, I kw, I upx,
+                                 I upy, I downx, I downy, I px0, I py0) {
   using acc_t = typename AccType<T>::type;
-  const int64_t n = planes * out_h * out_w;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n;
-       idx += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t ox = idx % out_w, oy = (idx / out_w) % out_h, plane = idx / (out_w * out_h);
-    const AxisTaps tx = axis_taps(ox, upx, downx, px0, kw, in_w);
-    const AxisTaps ty = axis_taps(oy, upy, downy, py0, kh, in_h);
-    const T* xp = x + (plane * in_h + ty.i0) * in_w + tx.i0;
+  const I n = planes * out_h * out_w;
+  for (I idx = blockIdx.x * I(blockDim.x) + threadIdx.x; idx < n; idx += I(blockDim.x) * gridDim.x) {
+    const I row = idx / out_w, ox = idx - row * out_w;
+    const I plane = row / out_h, oy = row - plane * out_h;
+    const AxisTaps<I> tx = axis_taps<I>(ox, upx, downx, px0, kw, in_w);
+    const AxisTaps<I> ty = axis_taps<I>(oy, upy, downy, py0, kh, in_h);
+    const T* xp = x + (int64_t(plane) * in_h + ty.i0) * in_w + tx.i0;
     const acc_t* wp = w + ty.j0 * kw + tx.j0;
     acc_t s = 0;
-    for (int64_t t = 0; t < ty.count; ++t) {
-      const T* xr = xp + t * in_w;
+    for (I t = 0; t < ty.count; ++t) {
+      const T* xr = xp + int64_t(t) * in_w;
       const acc_t* wr = wp + t * upy * kw;
-      for (int64_t u = 0; u < tx.count; ++u) s += to_acc(xr[u]) * wr[u * upx];
+      for (I u = 0; u < tx.count; ++u) s += to_acc(xr[u]) * wr[u * upx];
     }
     out[idx] = from_acc<T>(s);
   }
@@ -154,13 +163,18 @@ cudaError_t launch_bias_act_forward(int dtype, const void* x, const void* b, voi
                                     int64_t inner, int act, double alpha, double gain, double clamp,
                                     cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
+  // i + stride must not overflow I either: n + 65535 * kThreads < 2^31.
+  const bool fits_32 = n <= kMax32 - 65535 * int64_t(kThreads);
   return dispatch_type_act(dtype, act, [&](auto t, auto a) {
     using T = decltype(t);
     using acc_t = typename AccType<T>::type;
-    bias_act_forward_kernel<T, decltype(a)::value><<<blocks_for(n), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(b), static_cast<T*>(y), n, channels, inner, acc_t(alpha),
-        acc_t(gain), acc_t(clamp));
-    return cudaGetLastError();
+    return dispatch_index(fits_32, [&](auto i) {
+      using I = decltype(i);
+      bias_act_forward_kernel<T, decltype(a)::value, I><<<blocks_for(n), kThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<const T*>(b), static_cast<T*>(y), I(n), I(channels), I(inner),
+          acc_t(alpha), acc_t(gain), acc_t(clamp));
+      return cudaGetLastError();
+    });
   });
 }
 
@@ -168,14 +182,18 @@ cudaError_t launch_bias_act_grad(int dtype, const void* g, const void* ref, cons
                                  int64_t channels, int64_t inner, int act, int order, bool from_y, double alpha,
                                  double gain, double clamp, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
+  const bool fits_32 = n <= kMax32 - 65535 * int64_t(kThreads);
   return dispatch_type_act(dtype, act, [&](auto t, auto a) {
     using T = decltype(t);
     using acc_t = typename AccType<T>::type;
     const acc_t c = clamp >= 0 && from_y ? clamp_as_stored<T>(clamp) : acc_t(clamp);
-    bias_act_grad_kernel<T, decltype(a)::value><<<blocks_for(n), kThreads, 0, stream>>>(
-        static_cast<const T*>(g), static_cast<const T*>(ref), static_cast<const T*>(b), static_cast<T*>(dx), n,
-        channels, inner, order, from_y, acc_t(alpha), acc_t(gain), c);
-    return cudaGetLastError();
+    return dispatch_index(fits_32, [&](auto i) {
+      using I = decltype(i);
+      bias_act_grad_kernel<T, decltype(a)::value, I><<<blocks_for(n), kThreads, 0, stream>>>(
+          static_cast<const T*>(g), static_cast<const T*>(ref), static_cast<const T*>(b), static_cast<T*>(dx), I(n),
+          I(channels), I(inner), order, from_y, acc_t(alpha), acc_t(gain), c);
+      return cudaGetLastError();
+    });
   });
 }
 
@@ -185,13 +203,21 @@ cudaError_t launch_upfirdn2d(int dtype, const void* x, const void* w, void* out,
                              cudaStream_t stream) {
   const int64_t n = planes * out_h * out_w;
   if (n == 0) return cudaSuccess;
+  // 32-bit indices need the flat output index (plus the grid stride), the input plane offsets, and the axis
+  // positions o*down - p0 + k and i*up (both at most about in*up + |p0| + k + down) to fit.
+  const int64_t span = std::max(in_h * upy + std::abs(py0) + kh + downy * out_h, in_w * upx + std::abs(px0) + kw +
+                                                                                   downx * out_w);
+  const bool fits_32 = n <= kMax32 - 65535 * int64_t(kThreads) && planes * in_h * in_w <= kMax32 && span <= kMax32;
   return dispatch_type(dtype, [&](auto t) {
     using T = decltype(t);
     using acc_t = typename AccType<T>::type;
-    upfirdn2d_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const acc_t*>(w), static_cast<T*>(out), planes, in_h, in_w, out_h,
-        out_w, kh, kw, upx, upy, downx, downy, px0, py0);
-    return cudaGetLastError();
+    return dispatch_index(fits_32, [&](auto i) {
+      using I = decltype(i);
+      upfirdn2d_kernel<T, I><<<blocks_for(n), kThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<const acc_t*>(w), static_cast<T*>(out), I(planes), I(in_h), I(in_w),
+          I(out_h), I(out_w), I(kh), I(kw), I(upx), I(upy), I(downx), I(downy), I(px0), I(py0));
+      return cudaGetLastError();
+    });
   });
 }
 
