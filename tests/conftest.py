@@ -47,6 +47,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_nvcc)
 
 
+def require_free_gpu_memory(gib: float) -> None:
+    """Skip (with the numbers) on a GPU with less free memory than a large-tensor test needs."""
+    free = torch.cuda.mem_get_info()[0] / 2**30
+    if free < gib:
+        pytest.skip(f"needs {gib:.0f} GiB of free GPU memory, {free:.1f} GiB free")
+
+
 def _find_nvcc() -> str | None:
     home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
     cand = os.path.join(home, "bin", "nvcc")

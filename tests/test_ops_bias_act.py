@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import require_free_gpu_memory
 
 from stylegan2_ops import ACTIVATIONS, bias_act, fused_leaky_relu
 
@@ -209,6 +210,26 @@ def test_cuda_gradcheck(act):
     b = torch.randn(3, dtype=torch.float64, device="cuda", requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, b: bias_act(x, b, act=act, clamp=0.8, impl="cuda"), (x, b))
     assert torch.autograd.gradgradcheck(lambda x, b: bias_act(x, b, act=act, impl="cuda"), (x, b))
+
+
+@pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
+def test_cuda_past_2_to_31_elements_uses_64_bit_indices():
+    """Over 2^31 elements the kernels index in 64 bits; the channel of each element (forward, and the backward from x
+    that swish takes) must still be right at the far end. The slices at both ends are checked against the reference."""
+    require_free_gpu_memory(40)
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    x = torch.randn(4, 8, 8192, 8208, device="cuda", dtype=torch.float16, generator=gen).requires_grad_(True)
+    assert x.numel() > 2**31
+    b = torch.randn(8, device="cuda", dtype=torch.float16, generator=gen).requires_grad_(True)
+    y = bias_act(x, b, act="swish", impl="cuda")
+    dy = torch.randn(y.shape, device="cuda", dtype=torch.float16, generator=gen)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    for n in (0, 3):
+        part = slice(n, n + 1)
+        want_y, want_dx, _ = _grads("ref", x[part].float(), b.float(), 1, dy[part].float(), act="swish")
+        torch.testing.assert_close(y[part].float(), want_y, rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(dx[part].float(), want_dx, rtol=1e-2, atol=1e-2)
 
 
 def test_cpp_threaded_rows_match_ref():

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import require_free_gpu_memory
 
 from stylegan2_ops import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
@@ -213,6 +214,25 @@ def test_cuda_gradcheck_and_gradgradcheck():
 
         assert torch.autograd.gradcheck(op, (x,))
         assert torch.autograd.gradgradcheck(op, (x,))
+
+
+@pytest.mark.gpu
+@pytest.mark.cuda_build  # the CUDA kernels are compiled on first use
+def test_cuda_past_2_to_31_elements_uses_64_bit_indices():
+    """Inputs (downsampling) and outputs (upsampling) of over 2^31 elements switch the kernel to 64-bit indices; the
+    first and last planes are checked against the reference."""
+    require_free_gpu_memory(24)
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    f = setup_filter([1, 3, 3, 1], device="cuda")
+    big = torch.randn(4, 8, 8192, 8208, device="cuda", dtype=torch.float16, generator=gen)
+    small = torch.randn(4, 8, 4096, 4104, device="cuda", dtype=torch.float16, generator=gen)
+    for op, x in ((downsample2d, big), (upsample2d, small)):
+        got = op(x, f, impl="cuda")
+        assert max(x.numel(), got.numel()) > 2**31
+        for n, c in ((0, 0), (3, 7)):
+            want = op(x[n : n + 1, c : c + 1].float(), f, impl="ref")
+            torch.testing.assert_close(got[n : n + 1, c : c + 1].float(), want, rtol=1e-2, atol=1e-2)
+        del got
 
 
 def test_cpp_threaded_rows_match_ref():

@@ -51,20 +51,52 @@ cudaError_t dispatch_index(bool fits_32, Body&& body) {
   return fits_32 ? body(int32_t{}) : body(int64_t{});
 }
 
+// n / d for 0 <= n and a divisor d >= 1 fixed at launch. For 32-bit indices (n < 2^31) the division is a
+// multiply-high, an add and a shift (Granlund & Montgomery 1994): with s = ceil(log2 d) and
+// m = floor(2^32 (2^s - d) / d) + 1, n / d = (umulhi(n, m) + n) >> s; the add cannot overflow since umulhi(n, m) < n.
+template <typename I>
+struct Divider {
+  I d;
+  explicit Divider(int64_t d_) : d(I(d_)) {}
+  __device__ __forceinline__ I div(I n) const { return n / d; }
+};
+
+template <>
+struct Divider<int32_t> {
+  uint32_t m, s;
+  explicit Divider(int64_t d) : s(0) {
+    while ((int64_t(1) << s) < d) ++s;
+    m = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << s) - uint64_t(d))) / uint64_t(d) + 1);
+  }
+  __device__ __forceinline__ int32_t div(int32_t n) const {
+    return int32_t((__umulhi(uint32_t(n), m) + uint32_t(n)) >> s);
+  }
+};
+
+// The channel of flat element i of an (outer, channels, inner) tensor: (i / inner) % channels.
+template <typename I>
+__device__ __forceinline__ I channel_of(I i, const Divider<I>& by_inner, const Divider<I>& by_channels,
+                                        I channels) {
+  const I row = by_inner.div(i);
+  return row - by_channels.div(row) * channels;
+}
+
 template <typename T, int A, typename I>
 __global__ void bias_act_forward_kernel(const T* __restrict__ x, const T* __restrict__ b, T* __restrict__ y, I n,
-                                        I channels, I inner, typename AccType<T>::type alpha,
-                                        typename AccType<T>::type gain, typename AccType<T>::type clamp) {
+                                        I channels, Divider<I> by_inner, Divider<I> by_channels,
+                                        typename AccType<T>::type alpha, typename AccType<T>::type gain,
+                                        typename AccType<T>::type clamp) {
   using acc_t = typename AccType<T>::type;
   for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(blockDim.x) * gridDim.x) {
-    const acc_t bv = b ? to_acc(b[(i / inner) % channels]) : acc_t(0);
+    const acc_t bv = b ? to_acc(b[channel_of(i, by_inner, by_channels, channels)]) : acc_t(0);
     y[i] = from_acc<T>(forward<A, acc_t>(to_acc(x[i]), bv, alpha, gain, clamp));
   }
 }
 
 template <typename T, int A, typename I>
 __global__ void bias_act_grad_kernel(const T* __restrict__ g, const T* __restrict__ ref, const T* __restrict__ b,
-                                     T* __restrict__ dx, I n, I channels, I inner, int order, bool from_y,
+                                     T* __restrict__ dx, I n, I channels, Divider<I> by_inner,
+                                     Divider<I> by_channels, int order, bool from_y,
                                      typename AccType<T>::type alpha, typename AccType<T>::type gain,
                                      typename AccType<T>::type clamp) {
   using acc_t = typename AccType<T>::type;
@@ -74,23 +106,27 @@ __global__ void bias_act_grad_kernel(const T* __restrict__ g, const T* __restric
     if (from_y) {
       d = grad_from_y<A, acc_t>(gv, rv, alpha, gain, clamp);
     } else {
-      const acc_t bv = b ? to_acc(b[(i / inner) % channels]) : acc_t(0);
+      const acc_t bv = b ? to_acc(b[channel_of(i, by_inner, by_channels, channels)]) : acc_t(0);
       d = grad_from_x<A, acc_t>(gv, rv, bv, alpha, gain, clamp, order);
     }
     dx[i] = from_acc<T>(d);
   }
 }
 
-// One thread per output sample; only the taps that meet input samples are visited.
-template <typename T, typename I>
+// One thread per output sample; only the taps that meet input samples are visited. UP and DOWN > 0 fix both
+// axes' factors at compile time (the common 1 and 2), so that axis_taps' divisions become shifts; 0 = runtime.
+template <typename T, typename I, int UP, int DOWN>
 __global__ void upfirdn2d_kernel(const T* __restrict__ x, const typename AccType<T>::type* __restrict__ w,
-                                 T* __restrict__ out, I planes, I in_h, I in_w, I out_h, I out_w, I kh, I kw, I upx,
-                                 I upy, I downx, I downy, I px0, I py0) {
+                                 T* __restrict__ out, I planes, I in_h, I in_w, I out_h, I out_w, I kh, I kw,
+                                 I upx_arg, I upy_arg, I downx_arg, I downy_arg, I px0, I py0, Divider<I> by_out_w,
+                                 Divider<I> by_out_h) {
   using acc_t = typename AccType<T>::type;
+  const I upx = UP > 0 ? I(UP) : upx_arg, upy = UP > 0 ? I(UP) : upy_arg;
+  const I downx = DOWN > 0 ? I(DOWN) : downx_arg, downy = DOWN > 0 ? I(DOWN) : downy_arg;
   const I n = planes * out_h * out_w;
   for (I idx = blockIdx.x * I(blockDim.x) + threadIdx.x; idx < n; idx += I(blockDim.x) * gridDim.x) {
-    const I row = idx / out_w, ox = idx - row * out_w;
-    const I plane = row / out_h, oy = row - plane * out_h;
+    const I row = by_out_w.div(idx), ox = idx - row * out_w;
+    const I plane = by_out_h.div(row), oy = row - plane * out_h;
     const AxisTaps<I> tx = axis_taps<I>(ox, upx, downx, px0, kw, in_w);
     const AxisTaps<I> ty = axis_taps<I>(oy, upy, downy, py0, kh, in_h);
     const T* xp = x + (int64_t(plane) * in_h + ty.i0) * in_w + tx.i0;
@@ -171,8 +207,8 @@ cudaError_t launch_bias_act_forward(int dtype, const void* x, const void* b, voi
     return dispatch_index(fits_32, [&](auto i) {
       using I = decltype(i);
       bias_act_forward_kernel<T, decltype(a)::value, I><<<blocks_for(n), kThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<const T*>(b), static_cast<T*>(y), I(n), I(channels), I(inner),
-          acc_t(alpha), acc_t(gain), acc_t(clamp));
+          static_cast<const T*>(x), static_cast<const T*>(b), static_cast<T*>(y), I(n), I(channels),
+          Divider<I>(inner), Divider<I>(channels), acc_t(alpha), acc_t(gain), acc_t(clamp));
       return cudaGetLastError();
     });
   });
@@ -191,7 +227,7 @@ cudaError_t launch_bias_act_grad(int dtype, const void* g, const void* ref, cons
       using I = decltype(i);
       bias_act_grad_kernel<T, decltype(a)::value, I><<<blocks_for(n), kThreads, 0, stream>>>(
           static_cast<const T*>(g), static_cast<const T*>(ref), static_cast<const T*>(b), static_cast<T*>(dx), I(n),
-          I(channels), I(inner), order, from_y, acc_t(alpha), acc_t(gain), c);
+          I(channels), Divider<I>(inner), Divider<I>(channels), order, from_y, acc_t(alpha), acc_t(gain), c);
       return cudaGetLastError();
     });
   });
@@ -213,10 +249,22 @@ cudaError_t launch_upfirdn2d(int dtype, const void* x, const void* w, void* out,
     using acc_t = typename AccType<T>::type;
     return dispatch_index(fits_32, [&](auto i) {
       using I = decltype(i);
-      upfirdn2d_kernel<T, I><<<blocks_for(n), kThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<const acc_t*>(w), static_cast<T*>(out), I(planes), I(in_h), I(in_w),
-          I(out_h), I(out_w), I(kh), I(kw), I(upx), I(upy), I(downx), I(downy), I(px0), I(py0));
-      return cudaGetLastError();
+      auto launch = [&](auto up, auto down) {
+        upfirdn2d_kernel<T, I, decltype(up)::value, decltype(down)::value><<<blocks_for(n), kThreads, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const acc_t*>(w), static_cast<T*>(out), I(planes), I(in_h),
+            I(in_w), I(out_h), I(out_w), I(kh), I(kw), I(upx), I(upy), I(downx), I(downy), I(px0), I(py0),
+            Divider<I>(out_w), Divider<I>(out_h));
+        return cudaGetLastError();
+      };
+      using C0 = std::integral_constant<int, 0>;
+      using C1 = std::integral_constant<int, 1>;
+      using C2 = std::integral_constant<int, 2>;
+      if (upx == upy && downx == downy) {  // the generator's cases: filter, up by 2, down by 2
+        if (upx == 1 && downx == 1) return launch(C1{}, C1{});
+        if (upx == 2 && downx == 1) return launch(C2{}, C1{});
+        if (upx == 1 && downx == 2) return launch(C1{}, C2{});
+      }
+      return launch(C0{}, C0{});
     });
   });
 }
