@@ -13,6 +13,7 @@ clone() reads and writes N elements (2N).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import platform
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 from stylegan2_ops import bias_act, downsample2d, setup_filter, upsample2d
 
 BIAS_ACT_SHAPES = [(8, 512, 32, 32), (4, 128, 256, 256)]
+# None: rosinality's / config-f's fused_leaky_relu. 256: the conv_clamp of StyleGAN2-ADA's synthesis layers.
+BIAS_ACT_CLAMPS = [None, 256.0]
 UPFIRDN_SHAPE = (4, 128, 128, 128)
 
 
@@ -55,17 +58,19 @@ def measure(fns: dict[str, Callable[[], object]], device: str, repeats: int) -> 
 
 def bias_act_rows(device: str, impl: str, repeats: int) -> list[dict]:
     rows = []
-    for shape in BIAS_ACT_SHAPES:
+    for clamp, shape in itertools.product(BIAS_ACT_CLAMPS, BIAS_ACT_SHAPES):
         x = torch.randn(shape, device=device, requires_grad=True)
         b = torch.randn(shape[1], device=device, requires_grad=True)
         dy = torch.randn(shape, device=device)
 
-        def ref(x=x, b=b, dy=dy):
+        def ref(x=x, b=b, dy=dy, clamp=clamp):
             y = F.leaky_relu(x + b.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+            if clamp is not None:
+                y = y.clamp(-clamp, clamp)
             return torch.autograd.grad(y, (x, b), dy)
 
-        def kernel(x=x, b=b, dy=dy):
-            return torch.autograd.grad(bias_act(x, b, act="lrelu", impl=impl), (x, b), dy)
+        def kernel(x=x, b=b, dy=dy, clamp=clamp):
+            return torch.autograd.grad(bias_act(x, b, act="lrelu", clamp=clamp, impl=impl), (x, b), dy)
 
         xd = x.detach()
         t = measure({"ref": ref, impl: kernel, "clone": xd.clone}, device, repeats)
@@ -73,7 +78,7 @@ def bias_act_rows(device: str, impl: str, repeats: int) -> list[dict]:
         moved = (5 if impl == "cpp" else 6) * n_bytes
         rows.append(
             dict(
-                op="bias_act lrelu fwd+bwd",
+                op="bias_act lrelu fwd+bwd" + ("" if clamp is None else f" clamp={clamp:g}"),
                 shape=shape,
                 ref=t["ref"],
                 kernel=t[impl],
