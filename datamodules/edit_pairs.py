@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_modules.latent_sources import LATENT_SUFFIXES, Source, parse_sources
@@ -74,8 +73,4 @@ class EditPairsDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(PairIndex(len(self.sources), len(self.sounds)), batch_size=self.batch_size,
-                          shuffle=False, num_workers=self.num_workers, collate_fn=_collate)
-
-
-def _collate(items: list[dict[str, int]]) -> dict[str, torch.Tensor]:
-    return {key: torch.tensor([item[key] for item in items]) for key in items[0]}
+                          shuffle=False, num_workers=self.num_workers)

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.audio_io import AudioDecodeError, crop_or_pad, load_audio
 from datamodules.sampling import EpochSampler, ResumableDataLoader, item_generator
 from datamodules.vggsound_csv import CSVRow, read_vggsound_csv
+from lightning_modules.edit_outputs import default_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ class VGGSoundDataModule(pl.LightningDataModule):
         elif self.trainer is not None and getattr(self.trainer, "log_dir", None):
             base = Path(self.trainer.log_dir)
         else:
-            base = Path(os.environ.get("AIARTIST_OUTPUT_DIR", "outputs"))
+            base = default_output_dir()
         return base / "missing_clips.txt"
 
     def _loader(self, dataset: AudioClipDataset, train: bool) -> DataLoader:

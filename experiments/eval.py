@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from datamodules.official_frontend import KAISER_BEST
 from datamodules.vggsound import VGGSoundDataModule
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.edit_outputs import default_output_dir
 from lightning_modules.linear_probe import leave_one_fold_out, topk_accuracy
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
@@ -132,7 +132,7 @@ def format_table(results: dict) -> str:
 
 
 def _default_out(checkpoint: str) -> Path:
-    base = Path(os.environ.get("AIARTIST_OUTPUT_DIR", "outputs")) / "eval"
+    base = default_output_dir() / "eval"
     return base / f"{Path(checkpoint).stem}.json"
 
 

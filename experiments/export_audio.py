@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     encoder = load_audio_encoder(args.checkpoint)
     path = export_audio_encoder(encoder, args.out)
     params = sum(p.numel() for p in encoder.parameters())
-    print(f"wrote {path}: {encoder.config['backbone']} width {encoder.config['width']}, {params:,} parameters, "
-          f"{encoder.embed_dim}-d output, {encoder.sample_rate} Hz, {encoder.config['n_mels']} mels")
+    settings = ", ".join(f"{k}={v}" for k, v in encoder.config.items())
+    print(f"wrote {path}: {params:,} parameters, {encoder.embed_dim}-d output, {encoder.sample_rate} Hz ({settings})")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from datamodules.image_io import DEFAULT_MIN_SIDE, ImageLoadError, load_image
+from experiments.weights import sha256_of
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import make_grid, save_png, to_uint8, unused_path
 from lightning_modules.networks.checkpoints import load_generator
@@ -156,11 +157,7 @@ def file_sha256(path: str | Path, _memo: dict = {}) -> str:  # noqa: B006 - deli
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _memo[key] = digest.hexdigest()
+        _memo[key] = sha256_of(Path(path))
     return _memo[key]
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.retrieval import RetrievalMAP, RetrievalRecall
 
@@ -105,9 +106,12 @@ class AudioCLIPModule(pl.LightningModule):
         if not hasattr(self, "val_top1"):
             self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
             self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-            self.val_map = RetrievalMAP(empty_target_action="skip")
-            self.val_recall = torch.nn.ModuleDict(
-                {f"r{k}": RetrievalRecall(top_k=k, empty_target_action="skip") for k in RECALL_AT})
+            # One collection: the four metrics see the same (score, relevant, query) triples, so they share one
+            # copy of that state (a compute group) instead of keeping and all-gathering four.
+            self.val_retrieval = MetricCollection(
+                {"t2a_map": RetrievalMAP(empty_target_action="skip"),
+                 **{f"t2a_r{k}": RetrievalRecall(top_k=k, empty_target_action="skip") for k in RECALL_AT}},
+                prefix="val/")
 
     def prepare_class_text(self) -> torch.Tensor:
         """Load CLIP (once) on this module's device and cache the class-prompt embeddings."""
@@ -178,16 +182,14 @@ class AudioCLIPModule(pl.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             logits = audio.float() @ self.class_text.T  # (B, C) cosine similarities
             # The main objective on this batch (without SpecAugment there is no second view to compare).
-            loss = self.criterion(audio, labels, self.class_text, clean=audio)[self.criterion.kind]
+            loss = self.criterion.main_term(audio, labels, self.class_text)
         self.val_top1.update(logits, labels)
         self.val_top5.update(logits, labels)
         # Text -> audio retrieval: class c's prompt is query c, every clip of class c is relevant.
         num_classes = logits.shape[1]
         query = torch.arange(num_classes, device=labels.device)[:, None].expand(-1, labels.shape[0])
         scores, relevant = logits.T, labels[None, :] == query
-        self.val_map.update(scores.flatten(), relevant.flatten(), indexes=query.flatten())
-        for metric in self.val_recall.values():
-            metric.update(scores.flatten(), relevant.flatten(), indexes=query.flatten())
+        self.val_retrieval.update(scores.flatten(), relevant.flatten(), indexes=query.flatten())
         size = labels.shape[0]
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=size)
         self.log("val/bad_clips", batch["bad"].sum().float(), on_epoch=True, reduce_fx="sum", sync_dist=True,
@@ -196,10 +198,8 @@ class AudioCLIPModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log("val/top1", self.val_top1.compute(), prog_bar=True)  # metrics sync across ranks themselves
         self.log("val/top5", self.val_top5.compute())
-        self.log("val/t2a_map", self.val_map.compute())
-        for name, metric in self.val_recall.items():
-            self.log(f"val/t2a_{name}", metric.compute())
-        for metric in (self.val_top1, self.val_top5, self.val_map, *self.val_recall.values()):
+        self.log_dict(self.val_retrieval.compute())
+        for metric in (self.val_top1, self.val_top5, self.val_retrieval):
             metric.reset()
 
     # ------------------------------------------------------------ optimisers

@@ -23,6 +23,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_CLIP_CACHE = os.path.expanduser("~/.cache/clip")
 
 
+def clip_cache_file(name: str, download_root: str | None = None) -> str:
+    """Where a named CLIP model (e.g. "ViT-B/32") lives once downloaded."""
+    return os.path.join(download_root or DEFAULT_CLIP_CACHE, os.path.basename(clip.clip._MODELS[name]))
+
+
 def resolve_clip_file(name_or_path: str, download_root: str | None = None) -> str:
     """Return a local file for a CLIP model name or path, downloading a named model when online.
 
@@ -35,12 +40,11 @@ def resolve_clip_file(name_or_path: str, download_root: str | None = None) -> st
             f"CLIP model {name_or_path!r}: no such file, and not a known model name "
             f"(known: {', '.join(clip.available_models())})."
         )
-    root = download_root or DEFAULT_CLIP_CACHE
-    expected = os.path.join(root, os.path.basename(clip.clip._MODELS[name_or_path]))
+    expected = clip_cache_file(name_or_path, download_root)
     if os.path.isfile(expected):
         return expected
     try:
-        return clip.clip._download(clip.clip._MODELS[name_or_path], root)
+        return clip.clip._download(clip.clip._MODELS[name_or_path], os.path.dirname(expected))
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         raise FileNotFoundError(
             f"CLIP model {name_or_path!r} is not in the cache ({expected}) and could not be downloaded "
@@ -103,6 +107,8 @@ class CLIPWrapper:
         computes in fp32 and needs fp32 weights, so a blanket `.half()` would fail on the first forward.
         """
         device = torch.device(device)
+        if device == self.device:  # asked again at every fit/validation start: no fp16 -> fp32 -> fp16 round trip
+            return self
         self.model.float().to(device)
         if device.type == "cuda":
             clip.model.convert_weights(self.model)

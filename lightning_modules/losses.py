@@ -99,6 +99,27 @@ class AudioTextLoss(nn.Module):
         """Keep the stored parameter inside the clamp so that it cannot drift while frozen there."""
         self.log_logit_scale.clamp_(max=math.log(self.max_logit_scale))
 
+    def main_term(
+        self,
+        audio: torch.Tensor,
+        labels: torch.Tensor,
+        class_text: torch.Tensor,
+        audio_all: torch.Tensor | None = None,
+        labels_all: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The `kind` term alone (audio vs class text), in float32; arguments as in `forward`."""
+        audio_all = audio if audio_all is None else audio_all
+        labels_all = labels if labels_all is None else labels_all
+        audio, audio_all, class_text = audio.float(), audio_all.float(), class_text.float()
+        scale = self.logit_scale
+        if self.kind == "paper_bce":
+            logits = scale * audio @ class_text[labels_all].T + self.logit_bias
+            return paper_bce(logits, same_label_targets(labels, labels_all))
+        if self.kind == "infonce":
+            return symmetric_infonce(audio, class_text[labels], audio_all, class_text[labels_all],
+                                     labels, labels_all, scale)
+        return F.cross_entropy(scale * audio @ class_text.T, labels)
+
     def forward(
         self,
         audio: torch.Tensor,
@@ -117,23 +138,14 @@ class AudioTextLoss(nn.Module):
         """
         audio_all = audio if audio_all is None else audio_all
         labels_all = labels if labels_all is None else labels_all
-        audio, audio_all, class_text = audio.float(), audio_all.float(), class_text.float()
-        scale = self.logit_scale
-        if self.kind == "paper_bce":
-            logits = scale * audio @ class_text[labels_all].T + self.logit_bias
-            main = paper_bce(logits, same_label_targets(labels, labels_all))
-        elif self.kind == "infonce":
-            main = symmetric_infonce(audio, class_text[labels], audio_all, class_text[labels_all],
-                                     labels, labels_all, scale)
-        else:
-            main = F.cross_entropy(scale * audio @ class_text.T, labels)
+        main = self.main_term(audio, labels, class_text, audio_all, labels_all)
         terms = {self.kind: main}
         loss = main
         if self.audio_audio_weight > 0:
             if clean is None:
                 raise ValueError("loss: audio_audio_weight > 0 needs the embeddings of the clean clips")
             clean_all = clean if clean_all is None else clean_all
-            terms["audio_audio"] = symmetric_infonce(audio, clean.float(), audio_all, clean_all.float(),
-                                                     labels, labels_all, scale)
+            terms["audio_audio"] = symmetric_infonce(audio.float(), clean.float(), audio_all.float(),
+                                                     clean_all.float(), labels, labels_all, self.logit_scale)
             loss = loss + self.audio_audio_weight * terms["audio_audio"]
         return {"loss": loss, **terms}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from datamodules.audio_io import crop_or_pad, load_audio
 from datamodules.official_frontend import load_official_audio
 from lightning_modules.audio_export import load_audio_encoder
-from lightning_modules.clip_wrapper import DEFAULT_CLIP_CACHE, CLIPWrapper
+from lightning_modules.clip_wrapper import CLIPWrapper, clip_cache_file
 from lightning_modules.edit_outputs import (
     default_output_dir,
     make_grid,
@@ -201,8 +200,7 @@ class ManipulationModule(pl.LightningModule):
         for key in ("clip", "eval_clip"):
             name = hp[key]
             if name and not Path(name).is_file():
-                expected = (os.path.join(DEFAULT_CLIP_CACHE, os.path.basename(clip_pkg.clip._MODELS[name]))
-                            if name in clip_pkg.available_models() else name)
+                expected = clip_cache_file(name) if name in clip_pkg.available_models() else name
                 if not Path(expected).is_file():
                     missing.append((f"CLIP {name!r} (model.{key})", expected))
         return missing
@@ -217,10 +215,8 @@ class ManipulationModule(pl.LightningModule):
 
     def mean_latent(self) -> torch.Tensor:
         """The generator's mean W (1, D): the stored one, else a fixed-seed estimate (same on every rank)."""
-        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), torch.no_grad():
-            torch.manual_seed(self.hparams.seed)
-            return self.generator.mean_latent(self.hparams.mean_latent_samples).reshape(1, -1)
+        with torch.no_grad():
+            return self.generator.mean_latent(self.hparams.mean_latent_samples)
 
     # ----------------------------------------------------------------------------------------------- targets
     @torch.no_grad()

@@ -362,9 +362,10 @@ class Projector:
             optimizer.step()
             if cfg.optimize_noise:
                 normalize_noise_(noise)
-            for name, value in {**terms, "total": total}.items():
-                history.setdefault(name, []).append(value.detach().cpu())
-            bar.set_postfix(loss=f"{float(total.detach().mean()):.4f}")
+            for name, value in {**terms, "total": total}.items():  # kept on the device: no sync per step
+                history.setdefault(name, []).append(value.detach())
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(total.detach().mean()):.4f}")
             if snapshot is not None and cfg.save_every > 0 and (step + 1) % cfg.save_every == 0:
                 snapshot(step + 1, images.detach().cpu())
 
@@ -380,7 +381,7 @@ class Projector:
             w_plus=w_plus.cpu(),
             images=images.cpu(),
             noise=[buf.detach().cpu() for buf in noise] if cfg.optimize_noise else None,
-            history={name: torch.stack(values) for name, values in history.items()},
+            history={name: torch.stack(values).cpu() for name, values in history.items()},
             metrics=metrics,
         )
 

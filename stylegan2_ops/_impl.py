@@ -97,15 +97,23 @@ def cuda_extension() -> ExtensionSpec:
     )
 
 
-_loaded: dict[str, ModuleType] = {}
+# The outcome per impl, failures included: every op call asks, and after a failed build the spec need not be made
+# again (cpu_extension reads /proc/cpuinfo) only for the loader to raise its remembered error.
+_loaded: dict[str, ModuleType | BuildError] = {}
 
 
 def kernels(impl: str) -> ModuleType:
     """The compiled extension for 'cpp' or 'cuda' (built on first use). Raises BuildError."""
-    module = _loaded.get(impl)
-    if module is None:
-        module = _loaded[impl] = load_extension(cpu_extension() if impl == "cpp" else cuda_extension())
-    return module
+    result = _loaded.get(impl)
+    if result is None:
+        try:
+            result = load_extension(cpu_extension() if impl == "cpp" else cuda_extension())
+        except BuildError as e:
+            result = e
+        _loaded[impl] = result
+    if isinstance(result, BuildError):
+        raise result
+    return result
 
 
 def choose_impl(impl: str, x: torch.Tensor, op: str) -> str:

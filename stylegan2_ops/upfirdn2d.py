@@ -154,6 +154,22 @@ def upfirdn2d(
     return _Upfirdn2d.apply(x, f, up, down, padding, flip_filter, float(gain), impl)
 
 
+def _centered_padding(
+    f: torch.Tensor | None, padding: Padding, up: tuple[int, int], down: tuple[int, int]
+) -> list[int]:
+    """`padding` plus the padding that centres a filter of size k after up-sampling by u and before keeping every
+    d-th sample, so that the output is in * u / d samples long: (k + u - d) // 2 before, (k - u - d + 1) // 2 after
+    (k // 2 and (k - 1) // 2 for a plain filter)."""
+    px0, px1, py0, py1 = parse_padding(padding)
+    (fw, fh), (ux, uy), (dx, dy) = filter_size(f), up, down
+    return [
+        px0 + (fw + ux - dx) // 2,
+        px1 + (fw - ux - dx + 1) // 2,
+        py0 + (fh + uy - dy) // 2,
+        py1 + (fh - uy - dy + 1) // 2,
+    ]
+
+
 def filter2d(
     x: torch.Tensor,
     f: torch.Tensor | None,
@@ -163,9 +179,7 @@ def filter2d(
     impl: str = "auto",
 ) -> torch.Tensor:
     """FIR-filter keeping the size ("same" padding), plus any extra `padding`."""
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
+    p = _centered_padding(f, padding, (1, 1), (1, 1))
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
@@ -180,9 +194,7 @@ def upsample2d(
 ) -> torch.Tensor:
     """Upsample by `up` with FIR filter `f` (output size = input * up); gain up^2 keeps the signal's scale."""
     upx, upy = parse_scaling(up, "up")
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    p = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2, py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
+    p = _centered_padding(f, padding, (upx, upy), (1, 1))
     return upfirdn2d(x, f, up=(upx, upy), padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
@@ -197,9 +209,7 @@ def downsample2d(
 ) -> torch.Tensor:
     """Low-pass with FIR filter `f`, then keep every down-th sample (output size = input / down)."""
     downx, downy = parse_scaling(down, "down")
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
+    p = _centered_padding(f, padding, (1, 1), (downx, downy))
     return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 

@@ -96,7 +96,7 @@ def evaluate(out: Path, device: torch.device) -> dict:
     print(f"toy StyleGAN2: {json.dumps(gen_metrics)}", flush=True)
     det_metrics = detectors.validate(range(*DETECTOR_SEEDS))
     print(f"detectors: {json.dumps(det_metrics)}", flush=True)
-    real = torch.from_numpy(render_dataset(range(*FD_REAL_SEEDS))[0][:12]).float() / 127.5 - 1
+    real = torch.from_numpy(render_dataset(range(FD_REAL_SEEDS[0], FD_REAL_SEEDS[0] + 12))[0]).float() / 127.5 - 1
     with torch.no_grad():
         fake = [G(torch.randn(12, G.style_dim, generator=torch.Generator().manual_seed(s)).to(device),
                   truncation=0.7).cpu() for s in (1, 2)]

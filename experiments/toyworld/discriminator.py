@@ -18,20 +18,18 @@ from stylegan2_ops import downsample2d, fused_leaky_relu, setup_filter
 
 
 class EqualConv2d(nn.Module):
-    """Conv with weights stored N(0, 1) and scaled by 1/sqrt(fan_in) at run time; optional bias + leaky ReLU."""
+    """Conv with weights stored N(0, 1) and scaled by 1/sqrt(fan_in) at run time; then bias + leaky ReLU, or
+    nothing (linear, no bias: the residual skip)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, activate: bool = True):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, activate: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if activate else None
         self.scale = 1 / math.sqrt(in_ch * kernel * kernel)
-        self.activate = activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.conv2d(x, self.weight * self.scale, padding=self.weight.shape[-1] // 2)
-        if self.activate:
-            return fused_leaky_relu(x, self.bias if self.bias is not None else x.new_zeros(x.shape[1]))
-        return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
+        return x if self.bias is None else fused_leaky_relu(x, self.bias)
 
 
 class DownBlock(nn.Module):
@@ -41,7 +39,7 @@ class DownBlock(nn.Module):
         super().__init__()
         self.conv0 = EqualConv2d(in_ch, in_ch, 3)
         self.conv1 = EqualConv2d(in_ch, out_ch, 3)
-        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, activate=False)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, activate=False)
         self.register_buffer("kernel", setup_filter(list(BLUR_TAPS)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

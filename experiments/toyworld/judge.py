@@ -25,6 +25,7 @@ from experiments.toyworld.paintings import ATTRIBUTES, PROMPT_TEMPLATE
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.stylegan2 import Generator
+from lightning_modules.zero_shot import class_prompts
 
 VISIBLE_RISE = 0.01  # a rise counts as visible above this fraction of the detector's decision threshold
 
@@ -43,7 +44,7 @@ def judge(edits: list[dict], G: Generator, clip_model: CLIPWrapper) -> dict[str,
     before_img = G.synthesis(torch.stack([e["w_source"] for e in edits]).float())
     after_img = G.synthesis(torch.stack([e["w_plus"] for e in edits]).float())
     before, after = detector_scores(before_img), detector_scores(after_img)
-    text = clip_model.encode_text([PROMPT_TEMPLATE.format(label=a) for a in ATTRIBUTES])
+    text = clip_model.encode_text(class_prompts(ATTRIBUTES, PROMPT_TEMPLATE))
     scale = clip_model.model.logit_scale.exp().float()
     p_before = (scale * clip_model.encode_image(before_img) @ text.T).softmax(-1)
     p_after = (scale * clip_model.encode_image(after_img) @ text.T).softmax(-1)

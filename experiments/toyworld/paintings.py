@@ -419,9 +419,9 @@ def paint(scene: Scene, size: int = 32) -> np.ndarray:
     return img.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
 
 
-def render_dataset(seeds: Sequence[int], size: int = 32, attribute: str | None = None,
-                   strength: float | None = None) -> tuple[np.ndarray, list[Scene]]:
+def render_dataset(seeds: Sequence[int], size: int = 32,
+                   attribute: str | None = None) -> tuple[np.ndarray, list[Scene]]:
     """Paint one scene per seed: uint8 images (N, 3, size, size) and their scenes (captions, labels)."""
-    scenes = [sample_scene(int(s), attribute, strength) for s in seeds]
+    scenes = [sample_scene(int(s), attribute) for s in seeds]
     images = np.stack([paint(sc, size) for sc in scenes])
     return (images * 255 + 0.5).astype(np.uint8).transpose(0, 3, 1, 2), scenes

@@ -20,7 +20,9 @@ from clip.model import CLIP
 from tqdm import tqdm
 
 from experiments.toyworld.paintings import ATTRIBUTES, NEUTRAL_PROMPT, PROMPT_TEMPLATE, render_dataset
+from lightning_modules import zero_shot
 from lightning_modules.clip_wrapper import CLIPWrapper, clip_preprocess
+from lightning_modules.losses import multi_positive_cross_entropy
 
 
 @dataclass
@@ -107,7 +109,7 @@ def augment(images: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tens
 
 def class_prompts() -> list[str]:
     """Zero-shot prompts: the seven attributes through the toy world's template, then the neutral prompt."""
-    return [PROMPT_TEMPLATE.format(label=a) for a in ATTRIBUTES] + [NEUTRAL_PROMPT]
+    return zero_shot.class_prompts(ATTRIBUTES, PROMPT_TEMPLATE) + [NEUTRAL_PROMPT]
 
 
 @torch.no_grad()
@@ -152,10 +154,8 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, which: torch.Tensor, 
     all images that carry it (multi-positive), so duplicates of a caption are never treated as negatives.
     """
     logits = scale * img @ txt.T  # (B, U)
-    loss_i = F.cross_entropy(logits, which)
-    target = F.one_hot(which, txt.shape[0]).T.float()  # (U, B)
-    loss_t = -(target / target.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
-    return 0.5 * (loss_i + loss_t)
+    captions_of_images = F.one_hot(which, txt.shape[0]).T  # (U, B)
+    return 0.5 * (F.cross_entropy(logits, which) + multi_positive_cross_entropy(logits.T, captions_of_images))
 
 
 def train_toy_clip(images: torch.Tensor, captions: list[str], cfg: ToyCLIPConfig,

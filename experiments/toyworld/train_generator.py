@@ -9,7 +9,6 @@ out (it matters for perceptual smoothness at high resolution, not at 32 px); rea
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -57,12 +56,8 @@ def _mixed_w_plus(G: Generator, batch: int, mixing_prob: float, gen: torch.Gener
     return torch.where(use_second, w[1], w[0])
 
 
-def train_toy_generator(images: torch.Tensor, cfg: ToyGANConfig, device: torch.device | str = "cpu",
-                        snapshot: Callable[[int, Generator], None] | None = None) -> Generator:
-    """Train on uint8 images (N, 3, size, size); returns the EMA generator (eval mode, latent_avg set).
-
-    `snapshot(step, G_ema)`, if given, is called every 500 steps (progress pictures).
-    """
+def train_toy_generator(images: torch.Tensor, cfg: ToyGANConfig, device: torch.device | str = "cpu") -> Generator:
+    """Train on uint8 images (N, 3, size, size); returns the EMA generator (eval mode, latent_avg set)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     G = cfg.generator().to(device).train()
@@ -111,8 +106,6 @@ def train_toy_generator(images: torch.Tensor, cfg: ToyGANConfig, device: torch.d
                 p_ema.lerp_(p, 1 - ema_beta)
         if step % 50 == 0:
             bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
-        if snapshot is not None and step % 500 == 0:
-            snapshot(step, G_ema)
     G_ema.latent_avg = G_ema.mean_latent().reshape(-1)
     return G_ema.cpu().requires_grad_(False)
 

@@ -272,16 +272,8 @@ def _from_nvlabs(g: Any, path: Path) -> GeneratorCheckpoint:
             f"{path}: G_ema holds tensors this StyleGAN2 reader does not know: {_short(leftover)}"
         )
 
-    channels = {4: state["input.input"].shape[1]}
-    channels.update({res: t[f"synthesis.b{res}.conv0.weight"].shape[0] for res in resolutions[1:]})
-    kwargs = dict(
-        size=size,
-        style_dim=state["conv1.conv.modulation.weight"].shape[1],
-        n_mlp=n_mlp,
-        lr_mlp=float(mapping_kw.get("lr_multiplier", 0.01)),
-        channels=channels,
-        conv_clamp=synthesis_kw.get("conv_clamp"),
-    )
+    kwargs = {**_rosinality_kwargs(state, path), "lr_mlp": float(mapping_kw.get("lr_multiplier", 0.01)),
+              "conv_clamp": synthesis_kw.get("conv_clamp")}
     return GeneratorCheckpoint(state, kwargs, latent_avg, NVLABS)
 
 
@@ -368,16 +360,7 @@ def _from_tensorflow(gs: TFNetwork, path: Path) -> GeneratorCheckpoint:
             f"{path}: {gs.name} holds variables this StyleGAN2 reader does not know: {_short(leftover)}"
         )
 
-    channels = {4: state["input.input"].shape[1]}
-    channels.update({res: state[f"convs.{2 * j}.conv.weight"].shape[1] for j, res in enumerate(resolutions[1:])})
-    kwargs = dict(
-        size=size,
-        style_dim=state["conv1.conv.modulation.weight"].shape[1],
-        n_mlp=n_mlp,
-        lr_mlp=float(static.get("mapping_lrmul", 0.01)),
-        channels=channels,
-        conv_clamp=None,
-    )
+    kwargs = {**_rosinality_kwargs(state, path), "lr_mlp": float(static.get("mapping_lrmul", 0.01)), "conv_clamp": None}
     return GeneratorCheckpoint(state, kwargs, latent_avg, TENSORFLOW)
 
 
