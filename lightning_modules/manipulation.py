@@ -7,13 +7,15 @@ For each pair, with w_s the source code and a the sound's embedding in CLIP spac
 with the squared distance summed over all W+ entries (the form the lambda values are calibrated for). Each pair
 owns its own W+ code; the batch loss is the sum over pairs, and Adam is element-wise, so a batch of B pairs gives
 exactly the B single-pair edits, B times cheaper on a GPU. The learning rate follows StyleCLIP's schedule
-(`styleclip_lr`). The job runs under `Trainer.predict(inference_mode=False)`, so pairs spread over GPUs with DDP.
+(`styleclip_lr`). `optimise` is the stateless edit every entry point calls (jobs, the edit command, the page);
+`ManipulationModule` runs it as a job under `Trainer.predict(inference_mode=False)`, so pairs spread over GPUs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +109,85 @@ class EditResult:
     loss_after: torch.Tensor  # (B,)
     w_dist: torch.Tensor  # (B,) ||w - w_s|| (L2 norm over all W+ entries)
     frames: list[torch.Tensor] = field(default_factory=list)  # uint8 (B, 3, h, w) every `gif_every` steps
+
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], bool | None]
+
+
+def optimise(
+    G: torch.nn.Module,
+    clip_model: CLIPWrapper,
+    w_source: torch.Tensor,
+    target: torch.Tensor,
+    lambda_sim: torch.Tensor | float,
+    *,
+    steps: int = 300,
+    lr: float = 0.1,
+    w_init: torch.Tensor | None = None,
+    callback: StepCallback | None = None,
+    gif_every: int = 0,
+    frame_size: int = 128,
+    progress: bool = False,
+) -> EditResult:
+    """Eq. 2 for a batch of pairs: w_source (B, L, D), target (B, D), lambda_sim (B,) or a scalar.
+
+    Stateless: everything an edit depends on is an argument, so concurrent callers (the page, jobs) cannot race.
+    ``w_init`` starts the search elsewhere than at the source (e.g. a mapper's output: `refine` mode); the distance
+    term is always to ``w_source``. ``callback(step, images, loss)`` runs after each step's forward pass with that
+    step's images (B, 3, H, W) in [-1, 1] and per-pair losses (B,), both detached; returning True stops the
+    optimisation after that step (a cancel button). Gradients are enabled here even under no_grad (as Lightning's
+    predict loop runs); inference mode cannot be undone from inside and raises.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("Eq. 2 optimises W+ codes: call it outside inference mode (in a Lightning predict job, "
+                           "run the Trainer with inference_mode=False)")
+    w_source = w_source.detach().float()
+    target = F.normalize(target.detach().float().to(w_source.device), dim=-1)
+    lam = torch.as_tensor(lambda_sim, dtype=torch.float32, device=w_source.device).expand(w_source.shape[0])
+    start = w_source if w_init is None else w_init.detach().float().to(w_source.device)
+    if start.shape != w_source.shape:
+        raise ValueError(f"w_init has shape {tuple(start.shape)}, the sources {tuple(w_source.shape)}")
+    w = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    losses, frames = [], []
+    source_images = cos_before = None
+    if w_init is not None:  # the first step sees G(w_init), not the source: score the source on its own
+        with torch.no_grad():
+            source_images = G.synthesis(w_source)
+            cos_before = (clip_model.encode_image(source_images) * target).sum(-1)
+    bar = tqdm(range(steps), desc="Eq. 2", leave=False, disable=not progress)
+    with torch.enable_grad():
+        for step in bar:
+            for group in opt.param_groups:
+                group["lr"] = styleclip_lr(step, steps, lr)
+            images = G.synthesis(w)
+            loss, cos, _ = eq2_loss(clip_model.encode_image(images), target, w, w_source, lam)
+            if source_images is None:
+                source_images, cos_before = images.detach(), cos.detach()
+            if gif_every and step % gif_every == 0:
+                frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            losses.append(loss.detach())
+            if not bar.disable:  # .item() waits for the GPU: only when someone watches
+                bar.set_postfix(cos=f"{cos.mean().item():.3f}")
+            if callback is not None and callback(step, images.detach(), loss.detach()):
+                break
+    with torch.no_grad():
+        w = w.detach()
+        images = G.synthesis(w)
+        loss, cos, dist2 = eq2_loss(clip_model.encode_image(images), target, w, w_source, lam)
+    if source_images is None:  # steps == 0: the edit is the source
+        source_images, cos_before = images, cos
+    if gif_every:
+        frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
+    return EditResult(
+        w=w.cpu(), images=images, source_images=source_images,
+        losses=torch.stack(losses).cpu() if losses else torch.zeros(0, w.shape[0]),
+        cos_before=cos_before.cpu(), cos_after=cos.cpu(), loss_after=loss.cpu(), w_dist=dist2.sqrt().cpu(),
+        frames=frames,
+    )
 
 
 class ManipulationModule(pl.LightningModule):
@@ -262,54 +343,13 @@ class ManipulationModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------------------------- Eq. 2
     def optimise(self, w_source: torch.Tensor, target: torch.Tensor, lambda_sim: torch.Tensor | float,
-                 gif_every: int = 0, frame_size: int = 128) -> EditResult:
-        """Run Eq. 2 for a batch of pairs: w_source (B, L, D), target (B, D) normalised, lambda_sim (B,) or scalar.
-
-        Gradients are enabled here even when called under no_grad (as Lightning's predict loop does); inference
-        mode cannot be undone from inside and raises.
-        """
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError("ManipulationModule optimises W+ inside predict: run the Trainer with "
-                               "inference_mode=False (trainer.inference_mode: false in the config)")
-        G, hp = self.generator, self.hparams
-        w_source = w_source.detach().float()
-        target = F.normalize(target.detach().float().to(w_source.device), dim=-1)
-        lam = torch.as_tensor(lambda_sim, dtype=torch.float32, device=w_source.device).expand(w_source.shape[0])
-        w = w_source.clone().requires_grad_(True)
-        opt = torch.optim.Adam([w], lr=hp.lr)
-        losses, frames = [], []
-        source_images = cos_before = None
-        bar = tqdm(range(hp.steps), desc="Eq. 2", leave=False, disable=not (hp.progress and self.global_rank == 0))
-        with torch.enable_grad():
-            for step in bar:
-                for group in opt.param_groups:
-                    group["lr"] = styleclip_lr(step, hp.steps, hp.lr)
-                images = G.synthesis(w)
-                loss, cos, _ = eq2_loss(self.clip_model.encode_image(images), target, w, w_source, lam)
-                if step == 0:
-                    source_images, cos_before = images.detach(), cos.detach()
-                if gif_every and step % gif_every == 0:
-                    frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                opt.step()
-                losses.append(loss.detach())
-                if not bar.disable:  # .item() waits for the GPU: only when someone watches
-                    bar.set_postfix(cos=f"{cos.mean().item():.3f}")
-        with torch.no_grad():
-            w = w.detach()
-            images = G.synthesis(w)
-            loss, cos, dist2 = eq2_loss(self.clip_model.encode_image(images), target, w, w_source, lam)
-        if source_images is None:  # steps == 0: the edit is the source
-            source_images, cos_before = images, cos
-        if gif_every:
-            frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
-        return EditResult(
-            w=w.cpu(), images=images, source_images=source_images,
-            losses=torch.stack(losses).cpu() if losses else torch.zeros(0, w.shape[0]),
-            cos_before=cos_before.cpu(), cos_after=cos.cpu(), loss_after=loss.cpu(), w_dist=dist2.sqrt().cpu(),
-            frames=frames,
-        )
+                 gif_every: int = 0, frame_size: int = 128, w_init: torch.Tensor | None = None,
+                 callback: StepCallback | None = None) -> EditResult:
+        """`optimise` (Eq. 2) with this module's generator, CLIP, steps and learning rate."""
+        hp = self.hparams
+        return optimise(self.generator, self.clip_model, w_source, target, lambda_sim, steps=hp.steps, lr=hp.lr,
+                        w_init=w_init, callback=callback, gif_every=gif_every, frame_size=frame_size,
+                        progress=hp.progress and self.global_rank == 0)
 
     # ----------------------------------------------------------------------------------------------- the job
     def prepare_job(self, sources: list[Source], sounds: list[tuple[str, str]]) -> None:

@@ -18,6 +18,7 @@ from lightning_modules.manipulation import (
     intensity_lambda,
     loudness_db,
     not_padding,
+    optimise,
     styleclip_lr,
 )
 from lightning_modules.networks.audio_encoder import AudioEncoder
@@ -126,6 +127,49 @@ def test_gif_frames_every_k_steps(gen32_path, tiny_clip_path, targets):
     out = m.optimise(sources_for(m, [0, 1]), targets[:2], 0.008, gif_every=2, frame_size=16)
     assert len(out.frames) == 4  # steps 0, 2, 4 and the final image
     assert out.frames[0].shape == (2, 3, 16, 16) and out.frames[0].dtype == torch.uint8
+
+
+def test_stateless_optimise_equals_the_module(gen32_path, tiny_clip_path, targets):
+    """The module method is a thin call: the function with the same models and settings gives the same edit."""
+    m = make_module(gen32_path, tiny_clip_path, steps=5)
+    w_s = sources_for(m, [0, 1])
+    via_module = m.optimise(w_s, targets[:2], 0.008)
+    direct = optimise(m.generator, m.clip_model, w_s, targets[:2], 0.008, steps=5, lr=m.hparams.lr)
+    torch.testing.assert_close(direct.w, via_module.w)
+    torch.testing.assert_close(direct.losses, via_module.losses)
+
+
+def test_w_init_starts_elsewhere_but_pulls_towards_the_source(gen32_path, tiny_clip_path, targets):
+    m = make_module(gen32_path, tiny_clip_path, steps=1)
+    w_s = sources_for(m, [0, 1])
+    w_init = w_s + 0.5 * torch.randn(w_s.shape, generator=torch.Generator().manual_seed(3))
+    out = optimise(m.generator, m.clip_model, w_s, targets[:2], 0.008, steps=1, lr=0.1, w_init=w_init)
+    torch.testing.assert_close(out.w, w_init)  # step 0 has learning rate 0: the result is the start point
+    expected_dist = (w_init - w_s).flatten(1).norm(dim=1)
+    torch.testing.assert_close(out.w_dist, expected_dist, rtol=1e-5, atol=1e-5)  # distance to w_s, not to w_init
+    plain = optimise(m.generator, m.clip_model, w_s, targets[:2], 0.008, steps=1, lr=0.1)
+    torch.testing.assert_close(out.cos_before, plain.cos_before)  # "before" scores the source itself
+    torch.testing.assert_close(out.source_images, plain.source_images)
+    with pytest.raises(ValueError, match="w_init has shape"):
+        optimise(m.generator, m.clip_model, w_s, targets[:2], 0.008, steps=1, lr=0.1, w_init=w_s[:1])
+
+
+def test_callback_sees_every_step_and_can_stop(gen32_path, tiny_clip_path, targets):
+    m = make_module(gen32_path, tiny_clip_path, steps=6)
+    w_s = sources_for(m, [0, 1])
+    seen = []
+
+    def watch(step, images, loss):
+        seen.append((step, tuple(images.shape), tuple(loss.shape), images.requires_grad))
+
+    out = optimise(m.generator, m.clip_model, w_s, targets[:2], 0.008, steps=6, lr=0.1, callback=watch)
+    assert [s[0] for s in seen] == list(range(6))
+    assert all(s[1] == (2, 3, 32, 32) and s[2] == (2,) and not s[3] for s in seen)
+    torch.testing.assert_close(torch.stack([out.losses[i] for i in range(6)]), out.losses)
+    stopped = optimise(m.generator, m.clip_model, w_s, targets[:2], 0.008, steps=6, lr=0.1,
+                       callback=lambda step, images, loss: step == 2)
+    assert stopped.losses.shape[0] == 3  # steps 0, 1, 2 ran; the cancel came after step 2
+    torch.testing.assert_close(stopped.losses, out.losses[:3])
 
 
 def test_inference_mode_is_refused(gen32_path, tiny_clip_path, targets):
