@@ -8,6 +8,7 @@ attribute and reload it by name/path.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 from collections.abc import Sequence
@@ -67,9 +68,16 @@ def clip_preprocess(images: torch.Tensor, resolution: int) -> torch.Tensor:
         x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
         top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
         x = x[..., top : top + resolution, left : left + resolution]
-    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean, std = _clip_stats(x.device)
     return (x - mean) / std
+
+
+@functools.cache
+def _clip_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP mean and std (1, 3, 1, 1) on ``device``, made once: a copy from the host on every call would also
+    break CUDA-graph capture of an edit step."""
+    return (torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1))
 
 
 class CLIPWrapper:

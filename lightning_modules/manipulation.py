@@ -7,7 +7,8 @@ For each pair, with w_s the source code and a the sound's embedding in CLIP spac
 with the squared distance summed over all W+ entries (the form the lambda values are calibrated for). Each pair
 owns its own W+ code; the batch loss is the sum over pairs, and Adam is element-wise, so a batch of B pairs gives
 exactly the B single-pair edits, B times cheaper on a GPU. The learning rate follows StyleCLIP's schedule
-(`styleclip_lr`). `optimise` is the stateless edit every entry point calls (jobs, the edit command, the page);
+(`styleclip_lr`). The loss (`eq2_loss`) and one Adam step of it, eager or replayed from a CUDA graph, live in
+`eq2_step.py`. `optimise` is the stateless edit every entry point calls (jobs, the edit command, the page);
 `ManipulationModule` runs it as a job under `Trainer.predict(inference_mode=False)`, so pairs spread over GPUs.
 """
 
@@ -42,6 +43,7 @@ from lightning_modules.edit_outputs import (
     slug,
     to_uint8,
 )
+from lightning_modules.eq2_step import PRECISIONS, Eq2Step, GraphedEq2Step, eq2_loss
 from lightning_modules.latent_sources import Source, source_wplus
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
@@ -57,17 +59,6 @@ def styleclip_lr(step: int, steps: int, lr: float, rampdown: float = 0.25, rampu
     ramp = 0.5 - 0.5 * math.cos(math.pi * ramp)
     ramp *= min(1.0, t / rampup)
     return lr * ramp
-
-
-def eq2_loss(image_emb: torch.Tensor, target: torch.Tensor, w: torch.Tensor, w_source: torch.Tensor,
-             lambda_sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-pair Eq. 2 loss (B,), with the cosine (B,) and squared W+ distance (B,) it is made of.
-
-    ``image_emb`` and ``target`` are L2-normalised (B, D); ``w``/``w_source`` are (B, L, D); ``lambda_sim`` is (B,).
-    """
-    cos = (image_emb * target).sum(-1)
-    dist2 = (w - w_source).pow(2).flatten(1).sum(1)
-    return (1.0 - cos) + lambda_sim * dist2, cos, dist2
 
 
 def loudness_db(wave: torch.Tensor) -> float:
@@ -128,14 +119,18 @@ def optimise(
     gif_every: int = 0,
     frame_size: int = 128,
     progress: bool = False,
+    precision: str = "fp32",
+    cuda_graph: bool = False,
 ) -> EditResult:
-    """Eq. 2 for a batch of pairs: w_source (B, L, D), target (B, D), lambda_sim (B,) or a scalar.
+    """Eq. 2 for a batch of pairs: w_source (B, L, D), target (B, D), lambda_sim (B,), (B, L) or a scalar.
 
     Stateless: everything an edit depends on is an argument, so concurrent callers (the page, jobs) cannot race.
     ``w_init`` starts the search elsewhere than at the source (e.g. a mapper's output: `refine` mode); the distance
-    term is always to ``w_source``. ``callback(step, images, loss)`` runs after each step's forward pass with that
-    step's images (B, 3, H, W) in [-1, 1] and per-pair losses (B,), both detached; returning True stops the
-    optimisation after that step (a cancel button). Gradients are enabled here even under no_grad (as Lightning's
+    term is always to ``w_source``. ``callback(step, images, loss)`` runs after each step with that step's images
+    (B, 3, H, W) in [-1, 1] and per-pair losses (B,), detached (copy them to keep them: with ``cuda_graph`` they are
+    overwritten by the next step); returning True stops the optimisation after that step (a cancel button).
+    ``precision`` 'bf16' runs the forward pass under bfloat16 autocast; ``cuda_graph`` replays each step from a
+    captured CUDA graph (`GraphedEq2Step`; CUDA only). Gradients are enabled here even under no_grad (as Lightning's
     predict loop runs); inference mode cannot be undone from inside and raises.
     """
     if torch.is_inference_mode_enabled():
@@ -143,39 +138,35 @@ def optimise(
                            "run the Trainer with inference_mode=False)")
     w_source = w_source.detach().float()
     target = F.normalize(target.detach().float().to(w_source.device), dim=-1)
-    lam = torch.as_tensor(lambda_sim, dtype=torch.float32, device=w_source.device).expand(w_source.shape[0])
+    lam = torch.as_tensor(lambda_sim, dtype=torch.float32, device=w_source.device)
+    lam = lam.expand(w_source.shape[0], *lam.shape[1:]) if lam.ndim == 2 else lam.expand(w_source.shape[0])
     start = w_source if w_init is None else w_init.detach().float().to(w_source.device)
     if start.shape != w_source.shape:
         raise ValueError(f"w_init has shape {tuple(start.shape)}, the sources {tuple(w_source.shape)}")
-    w = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
     losses, frames = [], []
     source_images = cos_before = None
     if w_init is not None:  # the first step sees G(w_init), not the source: score the source on its own
         with torch.no_grad():
             source_images = G.synthesis(w_source)
             cos_before = (clip_model.encode_image(source_images) * target).sum(-1)
+    step_fn = None
+    if steps > 0:
+        kind = GraphedEq2Step if cuda_graph else Eq2Step
+        step_fn = kind(G, clip_model, start, w_source, target, lam, precision=precision)
     bar = tqdm(range(steps), desc="Eq. 2", leave=False, disable=not progress)
-    with torch.enable_grad():
-        for step in bar:
-            for group in opt.param_groups:
-                group["lr"] = styleclip_lr(step, steps, lr)
-            images = G.synthesis(w)
-            loss, cos, _ = eq2_loss(clip_model.encode_image(images), target, w, w_source, lam)
-            if source_images is None:
-                source_images, cos_before = images.detach(), cos.detach()
-            if gif_every and step % gif_every == 0:
-                frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            losses.append(loss.detach())
-            if not bar.disable:  # .item() waits for the GPU: only when someone watches
-                bar.set_postfix(cos=f"{cos.mean().item():.3f}")
-            if callback is not None and callback(step, images.detach(), loss.detach()):
-                break
+    for step in bar:
+        images, loss, cos = step_fn(styleclip_lr(step, steps, lr))
+        if source_images is None:
+            source_images, cos_before = images.clone(), cos.clone()
+        if gif_every and step % gif_every == 0:
+            frames.append(resize_uint8(to_uint8(images), min(frame_size, images.shape[-1])))
+        losses.append(loss.clone())
+        if not bar.disable:  # .item() waits for the GPU: only when someone watches
+            bar.set_postfix(cos=f"{cos.mean().item():.3f}")
+        if callback is not None and callback(step, images, loss):
+            break
     with torch.no_grad():
-        w = w.detach()
+        w = start.clone() if step_fn is None else step_fn.w.detach().clone()
         images = G.synthesis(w)
         loss, cos, dist2 = eq2_loss(clip_model.encode_image(images), target, w, w_source, lam)
     if source_images is None:  # steps == 0: the edit is the source
@@ -188,7 +179,6 @@ def optimise(
         cos_before=cos_before.cpu(), cos_after=cos.cpu(), loss_after=loss.cpu(), w_dist=dist2.sqrt().cpu(),
         frames=frames,
     )
-
 
 class ManipulationModule(pl.LightningModule):
     """Edits a batch of (source, sound) pairs per predict step; writes PNGs, W+ codes, a grid and metrics.
@@ -214,6 +204,10 @@ class ManipulationModule(pl.LightningModule):
         seed: seeds random sound crops; mean_latent_samples: z samples for the mean latent when the checkpoint
             stores none.
         progress: show a per-step progress bar (rank 0).
+        precision: 'fp32' (default) or 'bf16' (forward pass under bfloat16 autocast; the loss stays float32).
+        cuda_graph: on CUDA, capture one Eq. 2 step in a CUDA graph and replay it (`GraphedEq2Step`): the same
+            edit with one launch per step instead of hundreds; ignored on the CPU. benchmarks/RESULTS.md has the
+            numbers for both knobs.
     """
 
     def __init__(
@@ -241,6 +235,8 @@ class ManipulationModule(pl.LightningModule):
         seed: int = 0,
         mean_latent_samples: int = 4096,
         progress: bool = True,
+        precision: str = "fp32",
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         if steps < 0 or lr <= 0 or lambda_sim < 0:
@@ -251,6 +247,8 @@ class ManipulationModule(pl.LightningModule):
             raise ValueError("audio_weight < 1 mixes in a text prompt: set text_prompt")
         if sound_crop not in ("center", "random"):
             raise ValueError(f"sound_crop must be 'center' or 'random', got {sound_crop!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if intensity and intensity_gain <= 1.0:
             raise ValueError(f"intensity_gain must be > 1 for a monotonic intensity mode, got {intensity_gain}")
         self.save_hyperparameters()
@@ -349,7 +347,8 @@ class ManipulationModule(pl.LightningModule):
         hp = self.hparams
         return optimise(self.generator, self.clip_model, w_source, target, lambda_sim, steps=hp.steps, lr=hp.lr,
                         w_init=w_init, callback=callback, gif_every=gif_every, frame_size=frame_size,
-                        progress=hp.progress and self.global_rank == 0)
+                        progress=hp.progress and self.global_rank == 0, precision=hp.precision,
+                        cuda_graph=hp.cuda_graph and self.device.type == "cuda")
 
     # ----------------------------------------------------------------------------------------------- the job
     def prepare_job(self, sources: list[Source], sounds: list[tuple[str, str]]) -> None:
