@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 from pathlib import Path
@@ -85,10 +86,11 @@ def test_eager_step_matches_a_hand_written_adam_step(models):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_graphed_step_equals_eager_on_cuda(models, precision):
-    G, clip_model = models
-    G = G.to("cuda")
-    clip_model.to("cuda")
-    w_s, target = batch(G, clip_model, device="cuda")
+    G_cpu, clip_cpu = models
+    w_s, target = batch(G_cpu, clip_cpu)  # made on the CPU, then moved: the module's models stay on the CPU
+    G = copy.deepcopy(G_cpu).to("cuda")
+    clip_model = CLIPWrapper(clip_cpu.name_or_path, device="cuda")
+    w_s, target = w_s.to("cuda"), target.to("cuda")
     eager = optimise(G, clip_model, w_s, target, 0.008, steps=12, lr=0.1, precision=precision)
     graphed = optimise(G, clip_model, w_s, target, 0.008, steps=12, lr=0.1, precision=precision, cuda_graph=True)
     tol = dict(atol=1e-4, rtol=1e-4) if precision == "fp32" else dict(atol=2e-2, rtol=2e-2)
