@@ -104,10 +104,11 @@ class FrameCache:
 class FrameCacheWriter:
     """Writes a new cache folder: fill `array` (a (clips, K, D) float16 memmap), then `commit()`."""
 
-    def __init__(self, path: str | os.PathLike, info: FrameCacheInfo) -> None:
+    def __init__(self, path: str | os.PathLike, info: FrameCacheInfo, tag: str = "") -> None:
+        """`tag` names the temporary file, so that two writers can fill the same folder at once."""
         self.path, self.info = Path(path), info
         self.path.mkdir(parents=True, exist_ok=True)
-        self._partial = self.path / f".{EMBEDDINGS}.partial"
+        self._partial = self.path / f".{EMBEDDINGS}.{tag}partial"
         shape = (len(info.keys), info.frames, info.dim)
         self.array = (np.memmap(self._partial, dtype=np.float16, mode="w+", shape=shape) if shape[0]
                       else np.zeros(shape, np.float16))

@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{report.path}: {report.clips} clips ({report.embedded} embedded now, {report.reused} reused), "
           f"{report.bytes / 2**20:.1f} MiB, {report.seconds:.1f} s")
+    if report.failed:
+        print(f"{len(report.failed)} unreadable frame strips left out (they train without frames), listed in "
+              f"{report.path / 'failures.txt'}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,7 +4,8 @@
 --frames K`), embeds them with the frozen CLIP image tower in batches, and writes `datamodules.frame_cache`'s
 float16 memmap with the CLIP's name and weights hash. A cache that already holds a clip is reused for it: a
 second run over the same frames embeds nothing, and new clips cost only their own frames. A cache made by
-another CLIP is refused, never overwritten.
+another CLIP is refused, never overwritten. An unreadable strip does not stop the build: the clip is left out of
+the cache (so it trains as a clip without frames) and listed in `OUT/failures.txt`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,11 @@ import torch
 from tqdm import tqdm
 
 from datamodules.frame_cache import EMBEDDINGS, INDEX, FrameCache, FrameCacheError, FrameCacheInfo, FrameCacheWriter
-from datamodules.frame_files import FRAMES_DIR, read_manifest, read_strip
+from datamodules.frame_files import FRAMES_DIR, FrameFileError, read_manifest, read_strip
 from lightning_modules.clip_wrapper import CLIPWrapper, resolve_clip_file
 
 DEFAULT_CACHE_DIR = "frame_cache"
+FAILURES = "failures.txt"
 
 
 def clip_weights_sha256(name_or_path: str) -> str:
@@ -43,6 +45,7 @@ class FrameCacheReport:
     reused: int  # clips taken from the existing cache
     seconds: float
     bytes: int  # size of embeddings.f16
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (strip, reason): clips left out of the cache
 
 
 def build_frame_cache(
@@ -78,6 +81,7 @@ def build_frame_cache(
         return FrameCacheReport(out, len(old), 0, len(old), time.perf_counter() - t0, (out / EMBEDDINGS).stat().st_size)
     keys = sorted(old_keys | set(new_keys))
     info = FrameCacheInfo(clip_model, sha, dim, manifest["frames"], manifest["size"], keys)
+    failed: list[tuple[str, str]] = []
     writer = FrameCacheWriter(out, info)
     try:
         row = {k: i for i, k in enumerate(keys)}
@@ -87,19 +91,45 @@ def build_frame_cache(
         clip = clip or CLIPWrapper(clip_model, device=device)
         bar = tqdm(total=len(new_keys), desc="embed frames", unit="clip", disable=not progress)
         for start in range(0, len(new_keys), batch_size):
-            chunk = new_keys[start:start + batch_size]
-            strips = np.stack([read_strip(frames_dir / f"{k}.jpg", info.frames) for k in chunk])  # (B, K, S, S, 3)
-            emb = embed_frames(clip, strips)
-            for k, e in zip(chunk, emb):
-                writer.array[row[k]] = e
-            bar.update(len(chunk))
+            chunk, strips = [], []
+            for k in new_keys[start:start + batch_size]:
+                try:
+                    strips.append(read_strip(frames_dir / f"{k}.jpg", info.frames))  # (K, S, S, 3)
+                    chunk.append(k)
+                except FrameFileError as err:
+                    failed.append((str(frames_dir / f"{k}.jpg"), str(err)))
+            if chunk:
+                for k, e in zip(chunk, embed_frames(clip, np.stack(strips))):
+                    writer.array[row[k]] = e
+            bar.update(len(new_keys[start:start + batch_size]))
         bar.close()
+        if failed:  # rows must stay dense: write the cache again without the failed clips
+            writer = _without(writer, info, {Path(path).stem for path, _ in failed})
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return FrameCacheReport(out, len(keys), len(new_keys), len(keys) - len(new_keys), time.perf_counter() - t0,
-                            (out / EMBEDDINGS).stat().st_size)
+    _write_failures(out / FAILURES, failed)
+    clips = len(keys) - len(failed)
+    return FrameCacheReport(out, clips, len(new_keys) - len(failed), len(keys) - len(new_keys),
+                            time.perf_counter() - t0, (out / EMBEDDINGS).stat().st_size, failed)
+
+
+def _without(writer: FrameCacheWriter, info: FrameCacheInfo, dropped: set[str]) -> FrameCacheWriter:
+    """A new writer holding the rows of `writer` except those of `dropped` keys (the old one is aborted)."""
+    kept = [i for i, k in enumerate(info.keys) if k not in dropped]
+    compact = FrameCacheWriter(writer.path, replace(info, keys=[info.keys[i] for i in kept]), tag="compact.")
+    for j, i in enumerate(kept):
+        compact.array[j] = writer.array[i]
+    writer.abort()
+    return compact
+
+
+def _write_failures(path: Path, failed: list[tuple[str, str]]) -> None:
+    if failed:
+        path.write_text("".join(f"{src}\t{reason}\n" for src, reason in sorted(failed)), encoding="utf-8")
+    elif path.exists():
+        path.unlink()  # a stale list from an earlier run would be misleading
 
 
 @torch.no_grad()

@@ -79,6 +79,20 @@ def test_built_once_then_reused_and_extended(tmp_path, tiny_clip_path, tower_cal
     assert np.array_equal(np.array(extended.array[extended.rows(keys)]), stored)
 
 
+def test_an_unreadable_strip_is_left_out_and_listed(tmp_path, tiny_clip_path, capsys):
+    _strips(tmp_path, ["a_000000", "c_000000"])
+    (tmp_path / FRAMES_DIR / "b_000000.jpg").write_bytes(b"\xff\xd8 not a whole jpeg")
+    assert embed_frames.main([str(tmp_path), "--clip", tiny_clip_path]) == 1
+    assert "1 unreadable frame strips left out" in capsys.readouterr().err
+    cache = FrameCache(tmp_path / "frame_cache")
+    assert cache.info.keys == ["a_000000", "c_000000"] and cache.array.shape == (2, K, 64)
+    assert "b_000000.jpg" in (tmp_path / "frame_cache" / "failures.txt").read_text()
+    assert not list((tmp_path / "frame_cache").glob(".*partial"))
+    fresh = build_frame_cache(tmp_path, tiny_clip_path, out=tmp_path / "c2", progress=False)
+    assert np.array_equal(np.array(FrameCache(tmp_path / "c2").array), np.array(cache.array))
+    assert [p for p, _ in fresh.failed] == [str(tmp_path / FRAMES_DIR / "b_000000.jpg")]
+
+
 def test_another_clip_is_refused(tmp_path, tiny_clip_path, capsys):
     _strips(tmp_path, ["a_000000", "b_000000"])
     build_frame_cache(tmp_path, tiny_clip_path, progress=False)
