@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import build_tiny_clip
 
 from datamodules.frame_cache import FrameCache, FrameCacheError
 from datamodules.frame_files import FRAMES_DIR, check_manifest, read_strip, write_strip
@@ -18,7 +19,6 @@ from lightning_modules.audio_clip import AudioCLIPModule
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.frame_embedder import build_frame_cache
 from lightning_modules.networks.audio_encoder import AudioEncoder
-from tests.conftest import build_tiny_clip
 
 K = 3
 pytestmark = pytest.mark.usefixtures("single_thread")
