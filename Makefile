@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint toyworld bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip
+.PHONY: help install test test-fast lint toyworld bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip bench-frame-cache
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,9 @@ bench-projection: $(STAMP) ## Projector round trip (image error vs start) and CP
 
 bench-audio-clip: $(STAMP) ## Audio-CLIP train step: cached class-prompt embeddings vs the text tower every step
 	$(MALLOC_ENV) $(PY) benchmarks/bench_audio_clip.py
+
+bench-frame-cache: $(STAMP) ## Frame cache per clip (PyAV decode, ViT-B/32 image tower, bytes), extrapolated to VGGSound
+	$(MALLOC_ENV) $(PY) benchmarks/bench_frame_cache.py
 
 bench-ops: $(STAMP) ## Fused bias_act / upfirdn2d kernels (C++, and CUDA if present) vs idiomatic PyTorch
 	$(MALLOC_ENV) $(PY) benchmarks/bench_ops.py

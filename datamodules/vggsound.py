@@ -13,6 +13,11 @@ Items are mono float32 waveforms at `sample_rate`: a random crop (or zero-pad at
 `crop_seconds` for training, the centre `clip_seconds` for validation and test. The log-mel front end
 runs on the model's device, not here, so loading stays cheap.
 
+Video frames (optional, `frame_cache`): with a cache of CLIP image embeddings of each clip's frames
+(`prepare_vggsound --frames K`, then `experiments.embed_frames`), items also carry `image`, the embedding of one
+of the clip's K frames (a random one per item and epoch in training, the middle one in validation and test), and
+`image_mask`, False for clips the cache lacks (their `image` is zeros).
+
 Bad clips: a file that fails to decode, is empty, or is silent is replaced by another clip drawn at
 random and the item carries `bad=True` (in every split; evaluation may drop flagged items). Counters inside
 worker processes would never reach the main process, so the training module sums the flags and logs them.
@@ -42,6 +47,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio_io import AudioDecodeError, crop_or_pad, load_audio
+from datamodules.frame_cache import FrameCache
 from datamodules.sampling import EpochSampler, ResumableDataLoader, item_generator
 from datamodules.vggsound_csv import CSVRow, read_vggsound_csv
 from lightning_modules.edit_outputs import default_output_dir
@@ -128,6 +134,7 @@ class AudioClipDataset(Dataset):
         seed: int = 0,
         silence_threshold: float = 1e-4,
         max_replacements: int = 20,
+        frame_cache: FrameCache | None = None,
     ) -> None:
         self.paths = np.array(paths, dtype=np.str_)
         self.labels = np.array(labels, dtype=np.int64)
@@ -135,6 +142,8 @@ class AudioClipDataset(Dataset):
         self.class_names = class_names
         self.sample_rate, self.num_samples, self.train, self.seed = sample_rate, num_samples, train, seed
         self.silence_threshold, self.max_replacements = silence_threshold, max_replacements
+        self.frame_cache = frame_cache
+        self.frame_rows = frame_cache.rows(list(keys)) if frame_cache is not None else None
 
     @property
     def clips(self) -> list[Clip]:
@@ -169,7 +178,21 @@ class AudioClipDataset(Dataset):
             )
         wave = crop_or_pad(wave, self.num_samples, "random" if self.train else "center", generator=gen)
         label = int(self.labels[chosen])
-        return {"waveform": wave, "label": label, "label_name": self.class_names[label], "bad": bad}
+        item = {"waveform": wave, "label": label, "label_name": self.class_names[label], "bad": bad}
+        if self.frame_cache is not None:
+            item.update(self._frame(chosen, epoch, index))
+        return item
+
+    def _frame(self, chosen: int, epoch: int, index: int) -> dict[str, Any]:
+        """The clip's frame embedding (random frame per (seed, epoch, index) in training, the middle one otherwise)."""
+        info = self.frame_cache.info
+        row = int(self.frame_rows[chosen])
+        if row < 0:
+            return {"image": torch.zeros(info.dim), "image_mask": False}
+        # Its own stream (not the crop's generator), so adding frames changes no audio crop.
+        frame = (int(np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, index, 1]).integers(info.frames))
+                 if self.train else info.frames // 2)
+        return {"image": torch.from_numpy(self.frame_cache.embedding(row, frame)), "image_mask": True}
 
 
 class CollateClips:
@@ -179,13 +202,17 @@ class CollateClips:
         self.class_names = list(class_names)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
+        batch = {
             "waveform": torch.stack([it["waveform"] for it in items]),
             "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
             "label_name": [it["label_name"] for it in items],
             "bad": torch.tensor([it["bad"] for it in items], dtype=torch.bool),
             "class_names": self.class_names,
         }
+        if "image" in items[0]:  # with a frame cache: (B, D) embeddings and the (B,) has-frames mask
+            batch["image"] = torch.stack([it["image"] for it in items])
+            batch["image_mask"] = torch.tensor([it["image_mask"] for it in items], dtype=torch.bool)
+        return batch
 
 
 class VGGSoundDataModule(pl.LightningDataModule):
@@ -206,6 +233,8 @@ class VGGSoundDataModule(pl.LightningDataModule):
         report_dir: where `missing_clips.txt` goes; default the trainer's log dir, else $AIARTIST_OUTPUT_DIR,
             else ./outputs.
         silence_threshold: a clip whose peak amplitude is below this counts as bad (no sound to learn).
+        frame_cache: folder of CLIP image embeddings of the clips' video frames (`experiments.embed_frames`); items
+            then carry `image` and `image_mask` (see the module docstring). None: audio only.
     """
 
     def __init__(
@@ -223,6 +252,7 @@ class VGGSoundDataModule(pl.LightningDataModule):
         prompt_template: str = "This is a sound of {label}.",
         report_dir: str | None = None,
         silence_threshold: float = 1e-4,
+        frame_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -234,6 +264,8 @@ class VGGSoundDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.val_fraction = batch_size, num_workers, val_fraction
         self.requested_classes = list(classes) if classes is not None else None
         self.prompt_template, self.report_dir, self.silence_threshold = prompt_template, report_dir, silence_threshold
+        self.frame_cache_path = frame_cache
+        self.frame_cache: FrameCache | None = None
         self.class_names: list[str] = []
         self.train_set = self.val_set = self.test_set = None
         self.missing: list[CSVRow] = []
@@ -264,6 +296,7 @@ class VGGSoundDataModule(pl.LightningDataModule):
         label_index = {name: i for i, name in enumerate(self.class_names)}
         unique = list({r.key: r for r in reversed(rows)}.values())[::-1]  # first row of a repeated clip wins
         self.duplicates, rows = len(rows) - len(unique), unique
+        cache = FrameCache(self.frame_cache_path) if self.frame_cache_path else None
         files = index_audio_files(self.root)
         self.num_rows = len(rows)
         self.missing = [r for r in rows if r.key not in files]
@@ -279,13 +312,14 @@ class VGGSoundDataModule(pl.LightningDataModule):
             paths = [files[r.key] for r in selected]
             labels = [label_index[r.label] for r in selected]
             return AudioClipDataset(paths, labels, [r.key for r in selected], self.class_names, self.sample_rate,
-                                    num_samples, train, self.seed, self.silence_threshold)
+                                    num_samples, train, self.seed, self.silence_threshold, frame_cache=cache)
 
         train = dataset([r for r in train_rows if r.key not in held], self.crop_samples, True)
         if not len(train):
             raise RuntimeError(f"no training clip of {self.csv_path} has a file under {self.root}")
         self.val_set = dataset([r for r in train_rows if r.key in held], self.clip_samples, False)
         self.test_set = dataset([r for r in present if r.split == "test"], self.clip_samples, False)
+        self.frame_cache = cache
         self.train_set = train  # last: a setup that raised is redone by the next call
         self._report(time.perf_counter() - t0)
 
@@ -293,6 +327,12 @@ class VGGSoundDataModule(pl.LightningDataModule):
     def _report(self, seconds: float) -> None:
         sizes = f"train {len(self.train_set)}, val {len(self.val_set)}, test {len(self.test_set)}"
         log.info("VGGSound: %d classes, %s clips (setup %.2f s)", len(self.class_names), sizes, seconds)
+        if self.frame_cache is not None:
+            without = {name: int((ds.frame_rows < 0).sum()) for name, ds in
+                       (("train", self.train_set), ("val", self.val_set), ("test", self.test_set))}
+            log.info("VGGSound: frame cache %s (CLIP %s, %d frames per clip); clips without frames: %s",
+                     self.frame_cache.path, self.frame_cache.info.clip_model, self.frame_cache.info.frames,
+                     ", ".join(f"{k} {v}" for k, v in without.items()))
         if self.duplicates:
             log.warning("VGGSound: %d repeated rows of %s ignored (the first row of a clip wins)",
                         self.duplicates, self.csv_path)

@@ -7,7 +7,12 @@ audio embeddings and labels are gathered from every rank with gradients, so ever
 batch is a negative (or, for the same class, a positive) for every other.
 
 Validation is zero-shot classification against the class prompts (top-1/top-5) and text->audio
-retrieval with each class prompt as a query over the clips (mAP, R@1/5/10).
+retrieval with each class prompt as a query over the clips (mAP, R@1/5/10); with frame embeddings in the
+batches, also instance-level audio->image retrieval R@1 over the validation clips that have frames.
+
+With `audio_image_weight` > 0 (the CVPR 2022 paper's audio<->image term) the batches must carry cached CLIP
+image embeddings of the clips' frames (`data.frame_cache`); the cache must come from this run's CLIP (checked
+by weights hash at the start), and CLIP's image tower never runs during training.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torchmetrics.retrieval import RetrievalMAP, RetrievalRecall
 from datamodules.sampling import item_generator
 from lightning_modules.audio_export import CHECKPOINT_CONFIG_KEY
 from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.frame_embedder import clip_weights_sha256
 from lightning_modules.gather import gather_no_grad, gather_with_grad, rank, world_size
 from lightning_modules.losses import AudioTextLoss, LossKind
 from lightning_modules.networks.audio_encoder import AudioEncoder
@@ -46,6 +52,9 @@ class AudioCLIPModule(pl.LightningModule):
         max_logit_scale: clamp of the learnable logit scale (CLIP: 100).
         logit_bias_init: initial bias of paper_bce (SigLIP: -10).
         audio_audio_weight: weight of the audio<->SpecAugmented-audio InfoNCE term (0 = off).
+        audio_image_weight: weight of the audio<->video-frame InfoNCE term (0 = off, text only as the released
+            code; vggsound_av.yaml sets 1); needs `data.frame_cache`.
+        image_temperature_init: initial 1/logit scale of the audio<->image term (learnable, clamped like the text's).
         optimizer: "adamw" (default) or "sgd" (the official code's, with momentum).
         lr, weight_decay, betas, eps, momentum: optimiser settings; weight decay skips biases, norm gains and
             the logit scale/bias.
@@ -66,6 +75,8 @@ class AudioCLIPModule(pl.LightningModule):
         max_logit_scale: float = 100.0,
         logit_bias_init: float = -10.0,
         audio_audio_weight: float = 0.0,
+        audio_image_weight: float = 0.0,
+        image_temperature_init: float = 0.07,
         optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 5e-4,
         weight_decay: float = 0.2,
@@ -86,7 +97,8 @@ class AudioCLIPModule(pl.LightningModule):
                                    "init_args": dict(encoder.config)}
         self.hparams.setdefault("_instantiator", "pytorch_lightning.cli.instantiate_module")
         self.encoder = encoder
-        self.criterion = AudioTextLoss(loss, temperature_init, max_logit_scale, logit_bias_init, audio_audio_weight)
+        self.criterion = AudioTextLoss(loss, temperature_init, max_logit_scale, logit_bias_init, audio_audio_weight,
+                                       audio_image_weight, image_temperature_init)
         self.clip: CLIPWrapper | None = None  # plain attribute: never in state_dict
         self.class_names = list(class_names) if class_names is not None else None
         self.register_buffer("class_text", torch.empty(0), persistent=False)
@@ -127,8 +139,23 @@ class AudioCLIPModule(pl.LightningModule):
             self.class_text = class_prompt_embeddings(self.clip, self.class_names, self.hparams.prompt_templates)
         return self.class_text
 
+    def check_frame_cache(self) -> None:
+        """Refuse a datamodule frame cache made by another CLIP, and a missing one when the image term is on."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        cache = getattr(datamodule, "frame_cache", None)
+        if cache is None:
+            if self.criterion.audio_image_weight > 0:
+                raise ValueError("AudioCLIPModule: audio_image_weight > 0 needs frame embeddings: set data.frame_cache "
+                                 "(python -m experiments.embed_frames DATA_ROOT --clip CLIP)")
+            return
+        cache.check_clip(self.hparams.clip_model, clip_weights_sha256(self.hparams.clip_model))
+        if cache.info.dim != self.encoder.embed_dim:
+            raise ValueError(f"AudioCLIPModule: frame cache {cache.path} holds {cache.info.dim}-d embeddings, the "
+                             f"encoder embeds into {self.encoder.embed_dim}")
+
     def on_fit_start(self) -> None:
         self.prepare_class_text()
+        self.check_frame_cache()
 
     def on_validation_start(self) -> None:
         self.prepare_class_text()
@@ -150,11 +177,17 @@ class AudioCLIPModule(pl.LightningModule):
         gen = item_generator(self.hparams.seed, self.current_epoch, batch_idx * world_size() + rank())
         audio = self.encoder(waveform, generator=gen)
         clean = self.encoder(waveform, augment=False) if self.criterion.audio_audio_weight > 0 else None
+        image = batch.get("image") if self.criterion.audio_image_weight > 0 else None
+        mask = batch.get("image_mask") if image is not None else None
         with torch.autocast(self.device.type, enabled=False):  # the loss in float32 under mixed precision
             return self.criterion(
                 audio, labels, self.class_text,
                 audio_all=gather_with_grad(audio), labels_all=gather_no_grad(labels),
                 clean=clean, clean_all=gather_with_grad(clean) if clean is not None else None,
+                image=image, image_mask=mask,
+                image_all=gather_no_grad(image) if image is not None else None,
+                image_mask_all=gather_no_grad(mask) if mask is not None else None,
+                offset=rank() * labels.shape[0],
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -162,9 +195,14 @@ class AudioCLIPModule(pl.LightningModule):
         size = batch["label"].shape[0]
         self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         for name, value in terms.items():
-            if name != "loss":
+            if name == "image_masked":  # clips without frames: a count, summed over the epoch and the ranks
+                self.log("train/image_masked", value, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True,
+                         batch_size=size)
+            elif name != "loss":
                 self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=size)
         self.log("train/logit_scale", self.criterion.logit_scale.detach(), on_step=True, on_epoch=False)
+        if self.criterion.log_image_scale is not None:
+            self.log("train/image_logit_scale", self.criterion.image_scale.detach(), on_step=True, on_epoch=False)
         if self.criterion.logit_bias is not None:
             self.log("train/logit_bias", self.criterion.logit_bias.detach(), on_step=True, on_epoch=False)
         # Bad clips were replaced inside (possibly) worker processes: count them here, summed over the epoch.
@@ -190,12 +228,30 @@ class AudioCLIPModule(pl.LightningModule):
         query = torch.arange(num_classes, device=labels.device)[:, None].expand(-1, labels.shape[0])
         scores, relevant = logits.T, labels[None, :] == query
         self.val_retrieval.update(scores.flatten(), relevant.flatten(), indexes=query.flatten())
+        if getattr(self, "_val_pairs", None) is not None and "image" in batch:  # for audio->image R@1 at epoch end
+            mask = batch["image_mask"].bool()
+            self._val_pairs.append((audio.detach().float()[mask], batch["image"].float()[mask]))
         size = labels.shape[0]
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=size)
         self.log("val/bad_clips", batch["bad"].sum().float(), on_epoch=True, reduce_fx="sum", sync_dist=True,
                  batch_size=size)
 
+    def on_validation_epoch_start(self) -> None:
+        # Decided by the datamodule (the same on every rank), so that all ranks join the gathers below.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self._val_pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = (
+            [] if getattr(datamodule, "frame_cache", None) is not None else None)
+
     def on_validation_epoch_end(self) -> None:
+        if getattr(self, "_val_pairs", None) is not None:
+            dim = self.encoder.embed_dim
+            audio = torch.cat([a for a, _ in self._val_pairs] or [torch.zeros(0, dim, device=self.device)])
+            image = torch.cat([v for _, v in self._val_pairs] or [torch.zeros(0, dim, device=self.device)])
+            if world_size() > 1:  # ranks may hold different numbers of clips with frames: pad to the largest
+                audio, image = _gather_ragged(self, audio), _gather_ragged(self, image)
+            if len(audio):
+                self.log("val/a2i_r1", audio_to_image_recall(audio, image), rank_zero_only=True)
+            self._val_pairs = None
         self.log("val/top1", self.val_top1.compute(), prog_bar=True)  # metrics sync across ranks themselves
         self.log("val/top5", self.val_top5.compute())
         self.log_dict(self.val_retrieval.compute())
@@ -234,6 +290,23 @@ class AudioCLIPModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets `load_audio_encoder` rebuild the encoder from a checkpoint without this module or the CLI.
         checkpoint[CHECKPOINT_CONFIG_KEY] = dict(self.encoder.config)
+
+
+def audio_to_image_recall(audio: torch.Tensor, image: torch.Tensor, k: int = 1) -> float:
+    """Instance-level audio->image R@k: share of clips i whose own image j = i is among the k most similar."""
+    sims = audio.float() @ image.float().T
+    top = sims.topk(min(k, sims.shape[1]), dim=1).indices
+    return (top == torch.arange(len(audio), device=top.device)[:, None]).any(dim=1).float().mean().item()
+
+
+def _gather_ragged(module: pl.LightningModule, x: torch.Tensor) -> torch.Tensor:
+    """Concatenate (N_r, D) tensors of different N_r from every rank (padded for the all-gather, then trimmed)."""
+    n = torch.tensor([len(x)], device=x.device)
+    sizes = module.all_gather(n).reshape(-1)
+    padded = x.new_zeros(int(sizes.max()), x.shape[1])
+    padded[: len(x)] = x
+    gathered = module.all_gather(padded)
+    return torch.cat([gathered[r, : int(s)] for r, s in enumerate(sizes)])
 
 
 def warmup_cosine(warmup_steps: int, total_steps: Callable[[], int]) -> Callable[[int], float]:
