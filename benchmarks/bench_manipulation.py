@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from clip.model import CLIP
 
+from datamodules.latent_sources import parse_sources, source_wplus
 from lightning_modules.edit_outputs import to_uint8
 from lightning_modules.eq2_step import autocast_for
-from lightning_modules.latent_sources import parse_sources, source_wplus
 from lightning_modules.manipulation import ManipulationModule, optimise
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.networks.checkpoints import save_generator

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_modules.latent_sources import LATENT_SUFFIXES, Source, parse_sources
+from datamodules.latent_sources import LATENT_SUFFIXES, Source, parse_sources
 
 
 class PairIndex(Dataset):

@@ -48,9 +48,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio_io import AudioDecodeError, crop_or_pad, load_audio
 from datamodules.frame_cache import FrameCache
+from datamodules.output_root import default_output_dir
 from datamodules.sampling import EpochSampler, ResumableDataLoader, item_generator
 from datamodules.vggsound_csv import CSVRow, read_vggsound_csv
-from lightning_modules.edit_outputs import default_output_dir
 
 log = logging.getLogger(__name__)
 

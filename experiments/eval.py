@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from datamodules.fold_sets import FoldClipDataset, FoldSet, read_esc50, read_urbansound8k
 from datamodules.official_frontend import KAISER_BEST
+from datamodules.output_root import default_output_dir
 from datamodules.vggsound import VGGSoundDataModule
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
-from lightning_modules.edit_outputs import default_output_dir
 from lightning_modules.linear_probe import leave_one_fold_out, topk_accuracy
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder

@@ -6,7 +6,6 @@ float images: older ones min-max stretch them, 0.31 casts them to uint8 unscaled
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -16,11 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
-
-
-def default_output_dir() -> Path:
-    """Root for job outputs: $AIARTIST_OUTPUT_DIR, else ./outputs."""
-    return Path(os.environ.get("AIARTIST_OUTPUT_DIR", "outputs"))
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:

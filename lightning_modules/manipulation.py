@@ -30,11 +30,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
 from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.latent_sources import Source, source_wplus
 from datamodules.official_frontend import load_official_audio
+from datamodules.output_root import default_output_dir
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper, clip_cache_file
 from lightning_modules.edit_outputs import (
-    default_output_dir,
     make_grid,
     new_run_dir,
     resize_uint8,
@@ -44,7 +45,6 @@ from lightning_modules.edit_outputs import (
     to_uint8,
 )
 from lightning_modules.eq2_step import PRECISIONS, Eq2Step, GraphedEq2Step, eq2_loss
-from lightning_modules.latent_sources import Source, source_wplus
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.latent_sources import parse_sources, read_latent_file, seed_to_z
+from datamodules.latent_sources import parse_sources, read_latent_file, seed_to_z
 
 
 def test_parse_seed_and_mean_specs():

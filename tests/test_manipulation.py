@@ -10,9 +10,9 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from datamodules.latent_sources import parse_sources, seed_to_z, source_wplus
 from lightning_modules.audio_export import export_audio_encoder
 from lightning_modules.clip_wrapper import clip_preprocess
-from lightning_modules.latent_sources import parse_sources, seed_to_z, source_wplus
 from lightning_modules.manipulation import (
     ManipulationModule,
     intensity_lambda,

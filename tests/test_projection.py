@@ -285,8 +285,8 @@ def generator_file(tmp_path):
 
 
 def test_command_writes_codes_the_edit_side_reads(painting_files, generator_file, tmp_path, empty_torch_home):
+    from datamodules.latent_sources import parse_sources, source_wplus
     from experiments.project import DEFAULT_CONFIG, main
-    from lightning_modules.latent_sources import parse_sources, source_wplus
     from lightning_modules.networks.checkpoints import load_generator
 
     out = tmp_path / "out"
