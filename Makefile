@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 # glibc keeps freed memory instead of returning it to the OS: first-touch page
-# faults dominate large CPU tensor ops on these machines (REFERENCE §8). Heavy
+# faults dominate large CPU tensor ops on these machines (docs/reference.md §allocator). Heavy
 # targets run with this allocator environment; benchmarks state it.
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 

@@ -1,9 +1,9 @@
 """The audio preprocessing of the official code of "Sound-guided semantic image manipulation" (CVPR 2022).
 
 Its released audio encoder (`resnet18_57.pth`) only works on inputs made exactly the way it was trained
-(REFERENCE §2): mono at 44.1 kHz; 128-band Slaney mel power spectrogram (n_fft 2048, hop 512, Hann window,
-centred frames); `power_to_db(ref=max) / 80 + 1`, the dB reference being the loudest bin of the *whole*
-clip; crop or zero-pad to 864 frames (~10 s); bilinear resize of the (128, 864) array to 512 rows x 128
+(docs/reference.md §official-frontend): mono at 44.1 kHz; 128-band Slaney mel power spectrogram (n_fft 2048,
+hop 512, Hann window, centred frames); `power_to_db(ref=max) / 80 + 1`, the dB reference being the loudest bin
+of the *whole* clip; crop or zero-pad to 864 frames (~10 s); bilinear resize of the (128, 864) array to 512 rows x 128
 columns (OpenCV's `cv2.resize(spec, (128, 512))`, whose size argument is (width, height)); and a raw
 reshape of that (512, 128) array to (1, 128, 512), which scrambles mel and time: it is not a transpose.
 

@@ -38,7 +38,7 @@ from lightning_modules.zero_shot import BARE_LABEL, DEFAULT_TEMPLATE, class_prom
 
 log = logging.getLogger(__name__)
 
-# Zero-shot top-1 (%) reported for related models (REFERENCE §2); the official code is the reference.
+# Zero-shot top-1 (%) reported for related models (docs/reference.md §zero-shot); the official code is the reference.
 REFERENCE_TOP1 = {
     "ESC-50": {"official code (CVPR 2022)": 57.8, "Wav2CLIP": 41.4, "AudioCLIP": 69.4},
     "UrbanSound8K": {"official code (CVPR 2022)": 45.7, "Wav2CLIP": 40.4, "AudioCLIP": 68.8},

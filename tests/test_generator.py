@@ -19,7 +19,7 @@ def _meta_generator(size: int, **kwargs) -> Generator:
 
 @pytest.mark.parametrize(
     "size, n_latent, n_params",
-    # Parameter counts of rosinality's config-f code with the 8-layer mapping (REFERENCE §3).
+    # Parameter counts of rosinality's config-f code with the 8-layer mapping (docs/reference.md §generator).
     [(256, 14, 30_034_338), (512, 16, 30_276_583), (1024, 18, 30_370_060)],
 )
 def test_config_f_latents_and_parameter_count_without_allocating(size, n_latent, n_params):
@@ -31,7 +31,7 @@ def test_config_f_latents_and_parameter_count_without_allocating(size, n_latent,
 
 
 def test_config_f_channels():
-    # REFERENCE §3: 512 up to 32 px, then 512, 256, 128, 64, 32 at 64..1024 px for channel_multiplier 2.
+    # docs/reference.md §generator: 512 up to 32 px, then 512, 256, 128, 64, 32 at 64..1024 px for channel_multiplier 2.
     assert default_channels(1024) == {
         4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32
     }  # fmt: skip

@@ -57,7 +57,7 @@ def test_no_module_imports_a_layer_above_it():
 
 
 def test_facts_are_cited_from_the_projects_own_reference():
-    """No file cites the external note; every 'docs/reference.md §name' names a section that exists there."""
+    """No file cites the external note; every 'docs/reference.md §<name>' names a section that exists there."""
     external = re.compile("REFERENCE" + r"(\s*§|\.md)")
     reference = ROOT / "docs" / "reference.md"
     anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', reference.read_text(encoding="utf-8")))

@@ -61,7 +61,8 @@ def sources_for(m: ManipulationModule, specs) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------- lr schedule
 def reference_lr(step: int, steps: int, lr: float) -> float:
-    """REFERENCE §2 written piecewise: linear warm-up over t < 5 %, flat, raised-cosine decay over t > 75 %."""
+    """docs/reference.md §lr-schedule written piecewise: linear warm-up over t < 5 %, flat, raised-cosine decay
+    over t > 75 %."""
     t = step / steps
     warm = t / 0.05 if t < 0.05 else 1.0
     decay = 1.0 if t <= 0.75 else 0.5 * (1 - math.cos(math.pi * (1 - t) / 0.25))

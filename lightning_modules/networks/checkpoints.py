@@ -1,7 +1,7 @@
 """StyleGAN2 generator checkpoints: read the three formats people download, save and convert to rosinality's `.pt`.
 
-Formats (REFERENCE §5): rosinality `.pt` ({"g_ema": state dict, "latent_avg"?, training extras}), NVlabs
-stylegan2-ada-pytorch `.pkl` (dict with a persistent `G_ema` object) and TensorFlow-1 StyleGAN2 `.pkl`
+Formats (docs/reference.md §checkpoints): rosinality `.pt` ({"g_ema": state dict, "latent_avg"?, training
+extras}), NVlabs stylegan2-ada-pytorch `.pkl` (dict with a persistent `G_ema` object) and TensorFlow-1 StyleGAN2 `.pkl`
 (tuple (G, D, Gs) of `Network`s). Every format becomes our state dict (rosinality `g_ema` keys) plus the
 `Generator` kwargs read from key names and tensor shapes; pickles are read without executing their code.
 

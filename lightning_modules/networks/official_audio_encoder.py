@@ -1,7 +1,7 @@
 """The audio encoder of the official code of "Sound-guided semantic image manipulation" (CVPR 2022).
 
-Architecture of its released weights `resnet18_57.pth` (REFERENCE §2): a 3x3 convolution from 1 to 3
-channels without padding, then a timm ResNet-18 with a 512-d classifier head; the output is L2-normalised
+Architecture of its released weights `resnet18_57.pth` (docs/reference.md §official-encoder): a 3x3 convolution
+from 1 to 3 channels without padding, then a timm ResNet-18 with a 512-d classifier head; the output is L2-normalised
 (the official code normalises it in the loss). timm's and torchvision's ResNet-18 share every parameter
 name and shape (conv1, bn1, layer1..4 with downsample.0/1, fc) and compute the same function, so the
 backbone here is torchvision's and the released state dict loads without renaming, once the `module.`
