@@ -31,8 +31,9 @@ from datamodules.image_io import DEFAULT_MIN_SIDE, ImageLoadError, load_image
 from experiments.weights import sha256_of
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import make_grid, save_png, to_uint8, unused_path
+from lightning_modules.lpips_distance import lpips_available
 from lightning_modules.networks.checkpoints import load_generator
-from lightning_modules.projection import ProjectionConfig, Projector, lpips_available
+from lightning_modules.projection import ProjectionConfig, Projector
 
 DEFAULT_CONFIG = Path(__file__).parent / "projection" / "default.yaml"
 OUTPUT_FILES = ("w_plus.pt", "target.png", "reconstruction.png", "metrics.json")

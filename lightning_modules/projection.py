@@ -8,17 +8,14 @@ Gaussian noise added to w early on (scaled by the spread of W, ramped to zero) t
 the per-layer noise maps are optimised too, kept Gaussian by a multi-scale autocorrelation penalty and
 renormalised to zero mean / unit variance after every step.
 
-The reconstruction loss is a weighted sum chosen in `ProjectionConfig`: LPIPS (torchmetrics' network,
-ImageNet backbone weights from torchvision's cache), CLIP image-feature distance, and a pixel L1/L2
+The reconstruction loss is a weighted sum chosen in `ProjectionConfig`: LPIPS (`lpips_distance`: torchmetrics'
+public metric, ImageNet backbone weights from torchvision's cache), CLIP image-feature distance, and a pixel L1/L2
 term at reduced resolution. Every term is computed per image and summed over the batch, so each image
 gets its own gradient and projecting a batch equals projecting its images one by one.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import urllib.error
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,9 +27,9 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from tqdm.auto import tqdm
 
 from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.lpips_distance import LPIPS_NETS, LPIPSUnavailableError, load_lpips
 from lightning_modules.manipulation import styleclip_lr  # the StyleGAN2 projector's schedule, same formula
 
-LPIPS_NETS = ("vgg", "alex", "squeeze")
 LPIPS_FALLBACKS = ("drop", "clip", "error")
 PIXEL_LOSSES = ("l2", "l1")
 
@@ -113,82 +110,6 @@ def normalize_noise_(noises: Sequence[torch.Tensor]) -> None:
         mean = noise.mean(dim=(1, 2, 3), keepdim=True)
         std = noise.std(dim=(1, 2, 3), keepdim=True)
         noise.sub_(mean).div_(std)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# LPIPS with an explicitly located, safely loaded ImageNet backbone
-
-
-class LPIPSUnavailableError(RuntimeError):
-    """The ImageNet backbone weights LPIPS needs are neither cached nor downloadable."""
-
-
-def lpips_backbone_file(net: str) -> tuple[str, str]:
-    """(url, local path) of the torchvision ImageNet weights LPIPS-`net` needs, in torch's hub cache
-    (the same file torchvision itself would use; TORCH_HOME moves it)."""
-    import torchvision
-
-    weights = {
-        "vgg": torchvision.models.VGG16_Weights,
-        "alex": torchvision.models.AlexNet_Weights,
-        "squeeze": torchvision.models.SqueezeNet1_1_Weights,
-    }[net].DEFAULT
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-    return weights.url, path
-
-
-def fetch_lpips_backbone(net: str = "vgg", download: bool = True) -> str:
-    """Local path of the ImageNet backbone weights LPIPS-`net` needs, downloading them (sha256-prefix
-    checked) when missing and `download` is set. Raises LPIPSUnavailableError naming the file and URL."""
-    url, path = lpips_backbone_file(net)
-    if os.path.isfile(path):
-        return path
-    if not download:
-        raise LPIPSUnavailableError(
-            f"LPIPS ({net}) needs the ImageNet weights {path} (from {url}): not cached, and downloading is off."
-        )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    hash_prefix = re.search(r"-([a-f0-9]+)\.", os.path.basename(url))
-    try:
-        torch.hub.download_url_to_file(url, path, hash_prefix=hash_prefix.group(1) if hash_prefix else None)
-    except (urllib.error.URLError, OSError, RuntimeError) as err:
-        raise LPIPSUnavailableError(
-            f"LPIPS ({net}) needs the ImageNet weights {path}: not cached, and downloading {url} failed "
-            f"({err}). Run the projector once with network access (it fetches the file) or copy the file "
-            f"there (TORCH_HOME moves the cache)."
-        ) from err
-    return path
-
-
-def lpips_available(net: str = "vgg", download: bool = True) -> bool:
-    """Whether LPIPS-`net` can be built here (fetching its backbone weights if allowed)."""
-    try:
-        fetch_lpips_backbone(net, download)
-        return True
-    except LPIPSUnavailableError:
-        return False
-
-
-def load_lpips(net: str = "vgg", device: str | torch.device = "cpu", download: bool = True) -> nn.Module:
-    """torchmetrics' LPIPS network (its calibrated linear heads ship with the package) with the torchvision
-    ImageNet backbone from the hub cache, loaded with weights_only=True (see `fetch_lpips_backbone`)."""
-    # Private in torchmetrics (pinned in pyproject): the public metric would download the backbone
-    # through torchvision and unpickle it with weights_only=False; building it with a random
-    # backbone and loading the weights ourselves avoids both.
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
-
-    path = fetch_lpips_backbone(net, download)
-    model = _NoTrainLpips(net=net, pnet_rand=True)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # torchmetrics keeps torchvision's `features.{i}` layers, regrouped into slices: sliceK.i / slices.K.i.
-    backbone = {}
-    for key in model.net.state_dict():
-        source = re.sub(r"^(slices\.\d+|slice\d+)\.", "features.", key)
-        if source not in state:
-            raise LPIPSUnavailableError(f"{path}: missing {source!r}; not the torchvision {net} ImageNet weights.")
-        backbone[key] = state[source]
-    model.net.load_state_dict(backbone)
-    return model.to(device).eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------------------

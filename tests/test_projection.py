@@ -15,15 +15,9 @@ import torchvision
 from PIL import Image
 
 from datamodules.image_io import ImageLoadError, load_image
+from lightning_modules.lpips_distance import LPIPSUnavailableError, lpips_backbone_file
 from lightning_modules.networks.stylegan2 import Generator
-from lightning_modules.projection import (
-    LPIPSUnavailableError,
-    ProjectionConfig,
-    Projector,
-    lpips_backbone_file,
-    noise_regularization,
-    normalize_noise_,
-)
+from lightning_modules.projection import ProjectionConfig, Projector, noise_regularization, normalize_noise_
 
 FAST = dict(w_avg_samples=1000, lpips_download=False)
 
