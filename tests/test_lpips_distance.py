@@ -33,7 +33,7 @@ def write_random_squeezenet(path: str, seed: int) -> None:
 
 
 def images(n: int, seed: int) -> torch.Tensor:
-    return torch.rand(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
 def test_offline_without_the_backbone_file_names_it(hub):
@@ -44,7 +44,7 @@ def test_offline_without_the_backbone_file_names_it(hub):
     assert not os.path.exists(hub)  # nothing was fetched or created
 
 
-def test_distance_per_image_reads_the_file_and_has_gradients(hub):
+def test_distance_per_image_reads_the_file_and_has_gradients(hub, single_thread):
     write_random_squeezenet(hub, seed=0)
     lpips = load_lpips("squeeze", download=False)
     a, b = images(3, 1), images(3, 2)
