@@ -29,8 +29,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -39,6 +37,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
+from _common import interleaved_medians, machine_header  # noqa: E402
 
 from datamodules.audio_io import crop_or_pad, load_audio  # noqa: E402
 from datamodules.frontend import LogMelFrontEnd  # noqa: E402
@@ -58,18 +57,12 @@ Case = tuple[str, str, Callable, list]  # name, where it runs, function of one i
 
 
 def _interleaved_ms_per_clip(cases: list[Case], repeats: int) -> list[tuple[str, str, float]]:
-    """Median ms per item of each case; the cases take turns in every repeat, so a change in the load of a
-    shared machine hits all of them alike (the ratios are what we report)."""
+    """Median wall ms per item of each case, the cases taking turns in every repeat (`interleaved_medians`)."""
     for _, _, fn, items in cases:
         fn(items[0])  # warm-up: lazy imports, numba JIT (resampy), FFT plans
-    times: list[list[float]] = [[] for _ in cases]
-    for _ in range(repeats):
-        for k, (_, _, fn, items) in enumerate(cases):
-            t0 = time.perf_counter()
-            for it in items:
-                fn(it)
-            times[k].append((time.perf_counter() - t0) / len(items))
-    return [(name, where, 1000 * statistics.median(t)) for (name, where, _, _), t in zip(cases, times)]
+    passes = {k: (lambda fn=fn, items=items: [fn(it) for it in items]) for k, (_, _, fn, items) in enumerate(cases)}
+    med = interleaved_medians(passes, repeats, warmup=0)
+    return [(name, where, 1000 * med[k][0] / len(items)) for k, (name, where, _, items) in enumerate(cases)]
 
 
 def audio_path(n_clips: int, repeats: int, device: str) -> list[tuple[str, str, float]]:
@@ -172,13 +165,8 @@ def setup_scale(n_rows: int, repeats: int, where: str | None) -> list[tuple[str,
         index = index_audio_files(root)
         return {r.key: index[r.key] for r in read_vggsound_csv(tmp / "vggsound.csv") if r.key in index}
 
-    def timed(fn):
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    def timed(fn):  # median wall s of `repeats` calls in a row (the cases are too slow to take turns)
+        return interleaved_medians({"case": fn}, repeats, warmup=0)["case"][0]
 
     assert scan() == naive()
     rows = [("creating the empty files (not part of setup)", made),
@@ -208,9 +196,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("datamodules.vggsound").setLevel(logging.ERROR)  # the missing-file report, once per setup
 
-    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"allocator environment: {malloc or 'glibc defaults'}; OMP/OPENBLAS/MKL threads "
+    torch.set_num_threads(1)
+    print(machine_header(args.device))
+    print("OMP/OPENBLAS/MKL threads "
           f"{os.environ['OMP_NUM_THREADS']}/{os.environ['OPENBLAS_NUM_THREADS']}/{os.environ['MKL_NUM_THREADS']}")
     rows = audio_path(args.clips, args.repeats, args.device)
     ms = {name: v for name, _, v in rows}

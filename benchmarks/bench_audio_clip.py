@@ -20,14 +20,12 @@ Default one thread (torch intra-op): on a shared 2-core machine two threads spin
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import interleaved_medians, machine_header
 from clip.model import CLIP
 
 from datamodules.soundzoo import SOUND_CLASSES
@@ -64,8 +62,7 @@ def _module(setting: dict, clip_path: str) -> tuple[AudioCLIPModule, torch.optim
     return module, torch.optim.AdamW(module.parameters(), lr=1e-4)
 
 
-def _step(module: AudioCLIPModule, opt: torch.optim.Optimizer, batch: dict, run_text_tower: bool) -> float:
-    t0 = time.perf_counter()
+def _step(module: AudioCLIPModule, opt: torch.optim.Optimizer, batch: dict, run_text_tower: bool) -> None:
     if run_text_tower:  # what the official code paid every step: the batch's prompts through the text encoder
         text = module.clip.encode_text(class_prompts(batch["label_name"], module.hparams.prompt_templates[0]))
         table = module.class_text.clone()
@@ -75,7 +72,6 @@ def _step(module: AudioCLIPModule, opt: torch.optim.Optimizer, batch: dict, run_
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=False)
-    return time.perf_counter() - t0
 
 
 def bench_setting(name: str, setting: dict, clip_path: str, repeats: int) -> dict[str, float]:
@@ -84,13 +80,10 @@ def bench_setting(name: str, setting: dict, clip_path: str, repeats: int) -> dic
     labels = torch.randint(len(SOUND_CLASSES), (setting["batch"],), generator=g)
     batch = {"waveform": 0.1 * torch.randn(setting["batch"], module.encoder.clip_samples, generator=g),
              "label": labels, "label_name": [SOUND_CLASSES[i] for i in labels]}
-    times: dict[str, list[float]] = {"cached": [], "text tower every step": []}
-    for repeat in range(repeats + 1):  # the first round warms up (allocations, oneDNN primitives)
-        for case in times:
-            t = _step(module, opt, batch, run_text_tower=case != "cached")
-            if repeat:
-                times[case].append(t)
-    return {case: statistics.median(ts) for case, ts in times.items()}
+    cases = {case: (lambda text=case != "cached": _step(module, opt, batch, run_text_tower=text))
+             for case in ("cached", "text tower every step")}
+    # One warm-up round (allocations, oneDNN primitives), then the cases take turns; median wall seconds.
+    return {case: wall for case, (wall, _) in interleaved_medians(cases, repeats, warmup=1).items()}
 
 
 def main() -> None:
@@ -99,9 +92,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); allocator env: {malloc or 'glibc defaults'}")
+    print(machine_header())
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"paper": _clip_file(VIT_B32_TEXT, Path(tmp)), "demo": _clip_file(TINY, Path(tmp))}
         print(f"{'setting':<8} {'cached ms/step':>15} {'text tower ms/step':>19} {'speedup':>8}")

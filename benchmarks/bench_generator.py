@@ -9,21 +9,20 @@ Rows, each the median of `--repeats` timed calls (cases interleaved) after one w
 - W+ step: synthesis + backward to w_plus, batch 1 (one iteration of the manipulation / projection loop).
 Columns: stylegan2_ops impl `ref` (pure PyTorch) and `auto` (C++ on CPU, CUDA on GPU), with our modulated conv;
 and `auto` with the grouped-conv formulation (rosinality's / NVlabs' fused_modconv path), as the baseline the
-design choice is measured against. The allocator environment is printed, since it changes CPU timings (REFERENCE §8).
+design choice is measured against. The allocator environment is printed, since it changes CPU timings
+(docs/reference.md §allocator).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from _common import interleaved_medians, machine_header
 
 from lightning_modules.networks.stylegan2 import Generator, ModulatedConv2d
 
@@ -59,17 +58,6 @@ def variant(impl: str, conv) -> Iterator[None]:
         os.environ.pop("STYLEGAN2_OPS_IMPL")
 
 
-def _timed(fn, device: torch.device) -> tuple[float, float]:
-    """(wall ms, process CPU ms summed over threads) of one call."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - w0), 1000 * (time.process_time() - c0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
@@ -103,20 +91,16 @@ def main() -> None:
     }
     ours = ModulatedConv2d.forward
     columns = {"ref": ("ref", ours), "auto": ("auto", ours), "auto, grouped": ("auto", grouped_forward)}
-    for impl, conv in columns.values():  # warm-up: kernel builds, allocator, cuDNN autotuning
-        with variant(impl, conv):
-            for fn in rows.values():
-                fn()
-    # The cases take turns within every repeat, so a shared machine's changing load hits all of them alike.
-    wall = {(c, r): [] for c in columns for r in rows}
-    cpu = {(c, r): [] for c in columns for r in rows}
-    for _ in range(args.repeats):
-        for row, fn in rows.items():
-            for col, (impl, conv) in columns.items():
-                with variant(impl, conv):
-                    w_ms, c_ms = _timed(fn, device)
-                wall[col, row].append(w_ms)
-                cpu[col, row].append(c_ms)
+    def in_variant(fn, impl, conv):
+        def call():
+            with variant(impl, conv):
+                return fn()
+        return call
+
+    # One warm-up call each (kernel builds, allocator, cuDNN autotuning); then the cases take turns.
+    cases = {(col, row): in_variant(fn, impl, conv) for row, fn in rows.items()
+             for col, (impl, conv) in columns.items()}
+    med = {k: (1000 * w, 1000 * c) for k, (w, c) in interleaved_medians(cases, args.repeats, device).items()}
 
     # Both formulations compute the same image (a check that the baseline is a fair one).
     ref_image = forward(z4)
@@ -124,14 +108,10 @@ def main() -> None:
         grouped_image = forward(z4)
     diff = (ref_image - grouped_image).abs().max().item()
 
-    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
     print(f"# bench_generator: {args.size}px config-f, {n_params:,} parameters, n_latent {G.n_latent}")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
-    env = f"torch {torch.__version__}, threads {torch.get_num_threads()}, allocator env {malloc or 'default'}"
-    print(f"device {device} ({name}), {env}")
+    print(machine_header(device))
     print(f"median of {args.repeats} interleaved repeats after a warm-up; grouped vs ours max |diff| {diff:.1e}")
     print("cells: wall ms / process CPU ms (summed over threads; steadier than wall time on a shared machine)\n")
-    med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in wall}
     print("| pass | " + " | ".join(f"ops {c}" for c in columns) + " | ref / auto (CPU) | grouped / ours (CPU) |")
     print("|" + "---|" * (len(columns) + 3))
     for row in rows:

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import interleaved_medians, machine_header, timed
 from clip.model import CLIP
 
 from datamodules.latent_sources import parse_sources, source_wplus
@@ -44,7 +42,6 @@ TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_widt
 VIT_B32 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
 TINY_GENERATOR = dict(size=64, style_dim=64, n_mlp=2, channels={4: 64, 8: 64, 16: 32, 32: 32, 64: 16})
-MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def build_module(tmp: Path, generator_kwargs: dict, clip_kwargs: dict, steps: int, device: str) -> ManipulationModule:
@@ -66,30 +63,15 @@ def pairs(module: ManipulationModule, n: int, device: str) -> tuple[torch.Tensor
     return w_s, targets
 
 
-def timed(fn, device: str) -> tuple[float, float]:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def compare(module: ManipulationModule, n_pairs: int, steps: int, repeats: int, device: str) -> dict:
     """Median wall/CPU seconds of one batch of n_pairs vs n_pairs sequential single-pair runs."""
     w_s, targets = pairs(module, n_pairs, device)
     batched = lambda: module.optimise(w_s, targets, 0.008)
     sequential = lambda: [module.optimise(w_s[i : i + 1], targets[i : i + 1], 0.008) for i in range(n_pairs)]
-    batched(), sequential()  # warm-up: kernel builds, allocator, caches
-    runs = {"batch": [], "sequential": []}
-    for _ in range(repeats):
-        runs["batch"].append(timed(batched, device))
-        runs["sequential"].append(timed(sequential, device))
+    # One warm-up call each (kernel builds, allocator, caches); then the two take turns.
+    med = interleaved_medians({"batch": batched, "sequential": sequential}, repeats, device)
     out = {}
-    for name, samples in runs.items():
-        wall = statistics.median(s[0] for s in samples)
-        cpu = statistics.median(s[1] for s in samples)
+    for name, (wall, cpu) in med.items():
         out[name] = dict(wall=wall, cpu=cpu, pair_steps_per_s=n_pairs * steps / wall,
                          pair_steps_per_cpu_s=n_pairs * steps / cpu)
     out["speedup_wall"] = out["sequential"]["wall"] / out["batch"]["wall"]
@@ -216,10 +198,7 @@ def main() -> None:
     p.add_argument("--skip-cpu", action="store_true", help="only the GPU measurements")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    allocator = " ".join(f"{k}={os.environ[k]}" for k in MALLOC_KEYS if k in os.environ) or "glibc defaults"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-          f"torch {torch.__version__}, {args.threads} intra-op thread(s); allocator: {allocator}; "
-          f"stylegan2_ops impl: {os.environ.get('STYLEGAN2_OPS_IMPL', 'auto')}")
+    print(f"{machine_header()}; stylegan2_ops impl: {os.environ.get('STYLEGAN2_OPS_IMPL', 'auto')}")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_cpu:
             module = build_module(Path(tmp), TINY_GENERATOR, TINY_CLIP, args.steps, "cpu")

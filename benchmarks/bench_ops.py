@@ -16,13 +16,11 @@ import argparse
 import itertools
 import math
 import os
-import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import interleaved_medians, machine_header
 
 from stylegan2_ops import bias_act, downsample2d, setup_filter, upsample2d
 
@@ -33,27 +31,9 @@ UPFIRDN_SHAPE = (4, 128, 128, 128)
 
 
 def measure(fns: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, tuple[float, float]]:
-    """Median (wall s, CPU s) per call of each function; the functions take turns so that drift hits all of them
-    alike. On CUDA one sample is a burst of calls between two synchronisations, so that the launch latency of a
-    single call does not hide the kernels' time."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    burst = 10 if device == "cuda" else 1
-    for fn in fns.values():  # warm-up: builds, allocator pools, caches
-        fn()
-        fn()
-    sync()
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(burst):
-                fn()
-            sync()
-            times[name].append(((time.perf_counter() - wall) / burst, (time.process_time() - cpu) / burst))
-    return {
-        name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)) for name, ts in times.items()
-    }
+    """Median (wall s, CPU s) per call of each function, taking turns after two warm-up calls (builds, allocator
+    pools, caches). On CUDA one sample is a burst of 10 calls between two synchronisations."""
+    return interleaved_medians(fns, repeats, device, warmup=2, burst=10 if device == "cuda" else 1)
 
 
 def bias_act_rows(device: str, impl: str, repeats: int) -> list[dict]:
@@ -101,18 +81,6 @@ def upfirdn2d_rows(device: str, impl: str, repeats: int) -> list[dict]:
     return rows
 
 
-def machine(device: str) -> str:
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
-
-
 def table(rows: list[dict], impl: str, cpu_time: bool) -> str:
     kinds = [(0, "wall")] + ([(1, "CPU")] if cpu_time else [])
     head = ["op", "shape"]
@@ -150,16 +118,13 @@ def main() -> None:
         if args.device == "cuda":
             raise SystemExit("--device cuda: no CUDA device")
         devices.remove("cuda")
-    allocator = " ".join(
-        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "LD_PRELOAD"
-    )
-    print(f"torch {torch.__version__}; allocator env: {allocator or 'glibc defaults'}; repeats {args.repeats}")
+    print(f"repeats {args.repeats}")
     for device in devices:
         impl = "cpp" if device == "cpu" else "cuda"
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        header = machine_header(device)  # load average before the measurements
         rows = bias_act_rows(device, impl, args.repeats) + upfirdn2d_rows(device, impl, args.repeats)
         load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"\n### {device}: {machine(device)}; load average {load:.1f} → {load_after:.1f}\n")
+        print(f"\n### {device}: {header}; load average at the end {load_after:.1f}\n")
         print(table(rows, impl, cpu_time=device == "cpu"))
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
-import time
 import warnings
 
 import torch
+from _common import interleaved_medians, machine_header, timed
 
 from lightning_modules.networks.stylegan2 import Generator
 from lightning_modules.projection import ProjectionConfig, Projector
@@ -48,9 +47,13 @@ def round_trip(G: Generator, steps: int, n: int = 4) -> dict:
     w_true, targets = known_targets(G, n)
     projector = Projector(G, ProjectionConfig(steps=steps, lpips_download=False, w_avg_samples=2000))
     start = G.synthesis(projector.w_avg.reshape(1, 1, -1).expand(n, G.n_latent, -1)).detach()
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = projector.project(targets, progress=False)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    result = None
+
+    def run():
+        nonlocal result
+        result = projector.project(targets, progress=False)
+
+    wall, cpu = timed(run)
     mse = lambda a: (a - targets).square().mean(dim=(1, 2, 3))
     return {
         "weights": projector.loss.weights,
@@ -66,23 +69,16 @@ def round_trip(G: Generator, steps: int, n: int = 4) -> dict:
 
 
 def cost(G: Generator, steps: int, repeats: int, clip_path: str | None) -> dict:
-    """ms per image-step (CPU, wall), batch 1 x 4 images vs batch 4, median of repeats."""
+    """ms per image-step (CPU, wall), batch 1 x 4 images vs batch 4, median of repeats taken in turns."""
     _, targets = known_targets(G, 4)
     cfg = ProjectionConfig(steps=steps, lpips_weight=0.0, lpips_download=False, w_avg_samples=2000,
                            clip_weight=1.0 if clip_path else 0.0, clip_model=clip_path or "ViT-B/32")
     projector = Projector(G, cfg)
     projector.project(targets[:1], progress=False)  # warm-up
-    out = {}
-    for label, batches in (("batch 1", [targets[i : i + 1] for i in range(4)]), ("batch 4", [targets])):
-        cpus, walls = [], []
-        for _ in range(repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            for b in batches:
-                projector.project(b, progress=False)
-            walls.append((time.perf_counter() - t0) / (4 * steps) * 1e3)
-            cpus.append((time.process_time() - c0) / (4 * steps) * 1e3)
-        out[label] = (statistics.median(cpus), statistics.median(walls))
-    return out
+    cases = {label: (lambda batches=batches: [projector.project(b, progress=False) for b in batches])
+             for label, batches in (("batch 1", [targets[i : i + 1] for i in range(4)]), ("batch 4", [targets]))}
+    med = interleaved_medians(cases, repeats, warmup=0)
+    return {label: (cpu / (4 * steps) * 1e3, wall / (4 * steps) * 1e3) for label, (wall, cpu) in med.items()}
 
 
 def write_tiny_clip(path: str) -> str:
@@ -104,10 +100,7 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="bench_proj_torch_home_")  # LPIPS unavailable, as offline
-    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, 1 thread, allocator env: {malloc or 'glibc defaults'}, "
-          f"ops impl: {os.environ.get('STYLEGAN2_OPS_IMPL', 'auto')}")
+    print(f"{machine_header()}; ops impl: {os.environ.get('STYLEGAN2_OPS_IMPL', 'auto')}")
     clip_path = write_tiny_clip(os.path.join(tempfile.mkdtemp(prefix="bench_proj_clip_"), "tiny_clip.pt"))
 
     print(f"\nround trip, {args.steps} steps, 4 images, default settings offline (LPIPS dropped)")
