@@ -16,14 +16,12 @@ extrapolation uses CPU time (core-hours) on a CPU and wall time on a GPU.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import interleaved_medians, machine_header
 from clip.model import CLIP
 
 from datamodules.av_decode import decode_audio, decode_frames
@@ -46,14 +44,8 @@ def vggsound_like_clip(path: Path, seconds: float = 10.0) -> None:
 
 
 def median_time(fn, repeats: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of `fn()` over `repeats` calls."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+    """Median wall and CPU seconds of `fn()` over `repeats` calls (no warm-up call, as before the shared helper)."""
+    return interleaved_medians({"fn": fn}, repeats, warmup=0)["fn"]
 
 
 def main() -> None:
@@ -67,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     k = args.frames
-    print(f"{platform.processor() or platform.machine()}, torch threads {args.threads}, device {args.device}")
+    print(f"{machine_header()}; device {args.device}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = tmp / "clip.mp4"

@@ -149,9 +149,7 @@ def mapper_rate(module: ManipulationModule, mapper: SoundMapper, batch: int, rep
             images = module.generator.synthesis(mapper.edit(w_s, targets))
         return to_uint8(images.float()).cpu()
 
-    edit()
-    walls = [timed(edit, device)[0] for _ in range(repeats)]
-    return batch / statistics.median(walls)
+    return batch / interleaved_medians({"edit": edit}, repeats, device)["edit"][0]
 
 
 def animate_rate(module: ManipulationModule, mapper: SoundMapper, encoder: AudioEncoder, batch: int, repeats: int,
@@ -167,9 +165,7 @@ def animate_rate(module: ManipulationModule, mapper: SoundMapper, encoder: Audio
             images = module.generator.synthesis(mapper.edit(w_s.expand(batch, -1, -1), e))
         return to_uint8(images.float()).cpu()
 
-    frames()
-    walls = [timed(frames, device)[0] for _ in range(repeats)]
-    return batch / statistics.median(walls)
+    return batch / interleaved_medians({"frames": frames}, repeats, device)["frames"][0]
 
 
 def report_paper_scale(title: str, r: dict, n_pairs: int, steps: int) -> None:

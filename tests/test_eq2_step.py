@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,8 @@ def test_graphed_step_equals_eager_on_cuda(models, precision):
 
 def load_bench():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_manipulation.py"
+    if str(path.parent) not in sys.path:  # benchmarks import their shared helper as `_common`, as scripts do
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("bench_manipulation", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
