@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
 from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.loudness import SILENCE_FLOOR_DBFS, rms_dbfs
 from datamodules.official_frontend import load_official_audio
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper, clip_cache_file
@@ -61,13 +62,8 @@ def styleclip_lr(step: int, steps: int, lr: float, rampdown: float = 0.25, rampu
     return lr * ramp
 
 
-def loudness_db(wave: torch.Tensor) -> float:
-    """RMS level of a waveform in dB relative to full scale (1.0); -inf-safe (floor at -120 dB)."""
-    rms = wave.float().pow(2).mean().sqrt().item()
-    return 20.0 * math.log10(max(rms, 1e-6))
-
-
-def intensity_lambda(lambda_sim: float, level_db: float, floor_db: float = -60.0, gain: float = 4.0) -> float:
+def intensity_lambda(lambda_sim: float, level_db: float, floor_db: float = SILENCE_FLOOR_DBFS,
+                     gain: float = 4.0) -> float:
     """Loudness-scaled lambda_sim: the level, normalised to [0, 1] over [floor_db, 0] dB, maps to
     lambda_sim * gain ** (1 - 2 * level), so a silent clip pulls ``gain`` times harder towards the source, a
     full-scale one ``gain`` times weaker (a stronger edit). Strictly decreasing in loudness for gain > 1.
@@ -224,7 +220,7 @@ class ManipulationModule(pl.LightningModule):
         audio_weight: float = 1.0,
         intensity: bool = False,
         intensity_gain: float = 4.0,
-        loudness_floor_db: float = -60.0,
+        loudness_floor_db: float = SILENCE_FLOOR_DBFS,
         eval_clip: str | None = None,
         eval_prompt: str = "This is a sound of {label}.",
         output_dir: str | None = None,
@@ -311,13 +307,13 @@ class ManipulationModule(pl.LightningModule):
             waves = [load_official_audio(path) for path in paths]
             policy = "manipulation" if self.hparams.sound_crop == "random" else "center"
             emb = encoder.embed_clips(waves, crop=policy, generator=torch.Generator().manual_seed(self.hparams.seed))
-            return F.normalize(emb.float(), dim=-1), [loudness_db(w) for w in waves]
+            return F.normalize(emb.float(), dim=-1), [rms_dbfs(w) for w in waves]
         waves, levels = [], []
         for k, path in enumerate(paths):
             wave = load_audio(path, encoder.sample_rate)
             crop = torch.Generator().manual_seed(self.hparams.seed * 100_003 + k)
             fitted = crop_or_pad(wave, encoder.clip_samples, mode=self.hparams.sound_crop, generator=crop)
-            levels.append(loudness_db(fitted if wave.numel() > encoder.clip_samples else wave))
+            levels.append(rms_dbfs(fitted if wave.numel() > encoder.clip_samples else wave))
             waves.append(fitted)
         emb = encoder(torch.stack(waves).to(self.device), augment=False)
         return F.normalize(emb.float(), dim=-1), levels
