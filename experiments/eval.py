@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from datamodules.fold_sets import FoldClipDataset, FoldSet, read_esc50, read_urbansound8k
 from datamodules.official_frontend import KAISER_BEST
 from datamodules.vggsound import VGGSoundDataModule
+from experiments.cli_errors import run_cli
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import default_output_dir
@@ -237,4 +239,4 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m experiments.eval", strip_debug=True))
