@@ -18,6 +18,10 @@ import torchaudio.functional as AF
 
 from datamodules.input_limits import file_problem
 
+# First bytes of the containers soundfile reads: a file starting with one is audio, even when it cannot be opened.
+AUDIO_MAGIC = {b"RIFF": "WAV", b"RF64": "WAV", b"fLaC": "FLAC", b"OggS": "OGG", b"FORM": "AIFF", b"ID3\x03": "MP3",
+               b"ID3\x04": "MP3"}
+
 
 class AudioDecodeError(RuntimeError):
     """A file that cannot be read as audio (corrupt, empty, unsupported, or containing NaN/inf samples)."""
@@ -54,6 +58,10 @@ def open_audio(path: str | os.PathLike) -> sf.SoundFile:
     try:
         return sf.SoundFile(os.fspath(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic in AUDIO_MAGIC:  # an audio container whose header is damaged
+            raise AudioDecodeError(f"{path}: truncated or corrupt audio ({AUDIO_MAGIC[magic]} header: {err})") from err
         raise AudioDecodeError(f"{path}: not an audio file (no decoder recognises its header; readable formats: "
                                f"WAV, FLAC, OGG, MP3, AIFF)") from err
 

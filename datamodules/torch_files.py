@@ -38,7 +38,7 @@ def refused_global(err: BaseException) -> str | None:
     text = str(err)
     if not isinstance(err, pickle.UnpicklingError) or "Weights only load failed" not in text:
         return None
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    match = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, flags=re.IGNORECASE)
     if match:
         return f"asks for {match.group(1)}"
     detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)

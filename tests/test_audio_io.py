@@ -54,9 +54,9 @@ def test_format_is_sniffed_not_taken_from_extension(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("corrupt.flac", b"fLaC" + bytes(range(256)) * 4, "cannot decode"),
-        ("empty.wav", b"", "cannot decode"),
-        ("text.ogg", b"this is not audio\n", "cannot decode"),
+        ("corrupt.flac", b"fLaC" + bytes(range(256)) * 4, "truncated or corrupt audio \\(FLAC header"),
+        ("empty.wav", b"", "empty file \\(0 bytes\\)"),
+        ("text.ogg", b"this is not audio\n", "not an audio file"),
     ],
 )
 def test_undecodable_files_raise_naming_the_file(tmp_path, name, content, message):
