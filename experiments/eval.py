@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from datamodules.fold_sets import FoldClipDataset, FoldSet, read_esc50, read_urbansound8k
 from datamodules.official_frontend import KAISER_BEST
+from datamodules.torch_files import load_torch_file
 from datamodules.vggsound import VGGSoundDataModule
 from experiments.cli_errors import run_cli
 from lightning_modules.audio_export import load_audio_encoder
@@ -139,7 +140,7 @@ def _default_out(checkpoint: str) -> Path:
 
 
 def _clip_model_of(checkpoint: str) -> str | None:
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    blob = load_torch_file(checkpoint, "audio encoder or AudioCLIP checkpoint")
     return (blob.get("hyper_parameters") or {}).get("clip_model") if isinstance(blob, dict) else None
 
 
