@@ -391,6 +391,8 @@ class ManipulationModule(pl.LightningModule):
         self.w_sources = source_wplus(self.sources, self.generator, self.hparams.truncation, self.mean_latent())
         sound_emb, self.loudness = self.embed_sounds([path for _, path in self.sounds])
         self.check_sounds()
+        for (label, path), info in zip(self.sounds, self.sound_info):  # which part of each clip the job uses
+            rank_zero_info(f"sound {label!r} ({path}): {info['used']}")
         if sound_emb.shape[-1] != self.clip_model.embed_dim:
             raise ValueError(
                 f"audio encoder {self.hparams.audio_encoder} embeds into {sound_emb.shape[-1]} dims but CLIP "
