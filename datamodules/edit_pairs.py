@@ -11,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.input_limits import file_problem
 from datamodules.latent_sources import LATENT_SUFFIXES, Source, parse_sources
 
 
@@ -51,9 +52,10 @@ class EditPairsDataModule(pl.LightningDataModule):
         self.sounds: list[tuple[str, str]] = []
 
     def missing_inputs(self) -> list[tuple[str, str]]:
-        """(what, path) for every sound clip or W+ source file that does not exist."""
-        missing = [(f"sound clip '{label}'", path) for label, path in self.sound_files.items()
-                   if not Path(path).is_file()]
+        """(what, path) for every sound clip or W+ source file that does not exist (or is a directory)."""
+        missing = [(f"sound clip '{label}'" + ("" if file_problem(path) == "no such file" else
+                                               f" ({file_problem(path)})"), path)
+                   for label, path in self.sound_files.items() if not Path(path).is_file()]
         missing += [("W+ source file", str(s)) for s in self.source_specs
                     if isinstance(s, str) and s.lower().endswith(LATENT_SUFFIXES) and not Path(s).is_file()]
         return missing

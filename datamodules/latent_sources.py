@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datamodules.torch_files import load_torch_file
+
 LATENT_SUFFIXES = (".pt", ".pth", ".npy")
 
 
@@ -63,7 +65,7 @@ def read_latent_file(path: str | Path) -> list[tuple[str | None, torch.Tensor]]:
     optionally 'names'); or a projector dict {image name: {'latent': code, ...}}.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"W+ source file {path} does not exist")
     if path.suffix == ".npy":
         try:
@@ -71,7 +73,7 @@ def read_latent_file(path: str | Path) -> list[tuple[str | None, torch.Tensor]]:
         except ValueError as err:
             raise ValueError(f"{path}: not a plain numpy array ({err})") from err
     else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path, "W+ code file")
     names: list[str] | None = None
     if isinstance(obj, dict):
         key = next((k for k in ("w_plus", "latents", "latent", "w") if k in obj), None)

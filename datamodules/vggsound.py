@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio_io import AudioDecodeError, crop_or_pad, load_audio
 from datamodules.frame_cache import FrameCache
+from datamodules.loudness import DIGITAL_SILENCE_PEAK
 from datamodules.output_root import default_output_dir
 from datamodules.sampling import EpochSampler, ResumableDataLoader, item_generator
 from datamodules.vggsound_csv import CSVRow, read_vggsound_csv
@@ -132,7 +133,7 @@ class AudioClipDataset(Dataset):
         num_samples: int,
         train: bool,
         seed: int = 0,
-        silence_threshold: float = 1e-4,
+        silence_threshold: float = DIGITAL_SILENCE_PEAK,
         max_replacements: int = 20,
         frame_cache: FrameCache | None = None,
     ) -> None:
@@ -251,7 +252,7 @@ class VGGSoundDataModule(pl.LightningDataModule):
         classes: list[str] | None = None,
         prompt_template: str = "This is a sound of {label}.",
         report_dir: str | None = None,
-        silence_threshold: float = 1e-4,
+        silence_threshold: float = DIGITAL_SILENCE_PEAK,
         frame_cache: str | None = None,
     ) -> None:
         super().__init__()

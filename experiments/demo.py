@@ -23,6 +23,7 @@ from clip.model import CLIP
 
 from datamodules.soundzoo import synthesize, write_sound_set
 from experiments import manipulate, train
+from experiments.cli_errors import add_debug_flag, run_cli
 from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
 from lightning_modules.edit_outputs import new_run_dir, slug
 from lightning_modules.networks.checkpoints import save_generator
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--out", help="parent of the new run directory (default: the config's `out`)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     times: dict[str, float] = {}
@@ -144,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "python -m experiments.demo"))

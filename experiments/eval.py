@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -28,7 +29,9 @@ from tqdm import tqdm
 from datamodules.fold_sets import FoldClipDataset, FoldSet, read_esc50, read_urbansound8k
 from datamodules.official_frontend import KAISER_BEST
 from datamodules.output_root import default_output_dir
+from datamodules.torch_files import load_torch_file
 from datamodules.vggsound import VGGSoundDataModule
+from experiments.cli_errors import run_cli
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.linear_probe import leave_one_fold_out, topk_accuracy
@@ -137,7 +140,7 @@ def _default_out(checkpoint: str) -> Path:
 
 
 def _clip_model_of(checkpoint: str) -> str | None:
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    blob = load_torch_file(checkpoint, "audio encoder or AudioCLIP checkpoint")
     return (blob.get("hyper_parameters") or {}).get("clip_model") if isinstance(blob, dict) else None
 
 
@@ -237,4 +240,4 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m experiments.eval", strip_debug=True))

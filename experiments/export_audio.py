@@ -10,7 +10,9 @@ no CLIP), reads with `torch.load(weights_only=True)`, and loads with
 from __future__ import annotations
 
 import argparse
+import sys
 
+from experiments.cli_errors import add_debug_flag, run_cli
 from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
 
 
@@ -18,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.export_audio", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="AudioCLIPModule checkpoint (.ckpt) written by experiments.train")
     parser.add_argument("out", help="output file (refuses to overwrite)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     encoder = load_audio_encoder(args.checkpoint)
     path = export_audio_encoder(encoder, args.out)
@@ -27,4 +30,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m experiments.export_audio"))

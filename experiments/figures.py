@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from experiments import manipulate
+from experiments.cli_errors import add_debug_flag, run_cli
 from experiments.project import DEFAULT_CONFIG as PROJECTION_CONFIG
 from experiments.project import load_config, missing_image_sources, project_image_sources
 from lightning_modules.edit_outputs import unused_path
@@ -25,10 +26,16 @@ DEFAULT_CONFIG = "experiments/figures/paper_fig3.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command: exit status 0, 1 (missing or bad input, failure; named on stderr) or 2 (usage)."""
+    return run_cli(run, "python -m experiments.figures", argv, spellings=manipulate.SPELLINGS)
+
+
+def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.figures", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="a manipulate config (model, data, trainer)")
     parser.add_argument("--out", help="figure path (default: figures/<config name>.png); never overwritten")
     parser.add_argument("--projection-config", default=str(PROJECTION_CONFIG), help="settings for image sources")
+    add_debug_flag(parser)
     args, overrides = parser.parse_known_args(argv)
     if not Path(args.config).is_file():
         print(f"figure config not found: {args.config}", file=sys.stderr)

@@ -17,7 +17,11 @@ from typing import Any
 from pytorch_lightning.cli import LightningCLI
 
 from datamodules.edit_pairs import EditPairsDataModule
+from experiments.cli_errors import run_cli
 from lightning_modules.manipulation import ManipulationModule
+
+# How this CLI spells the module's options that error messages offer (experiments.cli_errors).
+SPELLINGS = {"trust_pickle=True": "--model.trust_pickle=true", "allow_silence=True": "--model.allow_silence=true"}
 
 
 class ManipulateCLI(LightningCLI):
@@ -58,4 +62,4 @@ def main(args: list[str] | None = None, run: bool = True) -> ManipulateCLI:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m experiments.manipulate", spellings=SPELLINGS, strip_debug=True))

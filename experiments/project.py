@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import fields
@@ -28,6 +29,8 @@ import torch
 import yaml
 
 from datamodules.image_io import DEFAULT_MIN_SIDE, ImageLoadError, load_image
+from datamodules.input_limits import MAX_IMAGE_PIXELS
+from experiments.cli_errors import add_debug_flag, run_cli
 from experiments.weights import sha256_of
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import make_grid, save_png, to_uint8, unused_path
@@ -72,12 +75,13 @@ def output_names(paths: Sequence[str | Path]) -> list[str]:
     return names
 
 
-def load_images(paths: Sequence[str | Path], resolution: int, min_side: int = DEFAULT_MIN_SIDE) -> torch.Tensor:
+def load_images(paths: Sequence[str | Path], resolution: int, min_side: int = DEFAULT_MIN_SIDE,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """(N, 3, R, R) in [-1, 1]; every unusable file is named in one ImageLoadError before any work starts."""
     images, errors = [], []
     for path in paths:
         try:
-            images.append(load_image(path, resolution, min_side))
+            images.append(load_image(path, resolution, min_side, max_pixels))
         except ImageLoadError as err:
             errors.append(str(err))
     if errors:
@@ -87,11 +91,12 @@ def load_images(paths: Sequence[str | Path], resolution: int, min_side: int = DE
 
 def project_files(paths: Sequence[str | Path], generator: torch.nn.Module, out_dir: str | Path,
                   config: ProjectionConfig | None = None, batch_size: int = 4, clip: CLIPWrapper | None = None,
-                  overwrite: bool = False, progress: bool = True, extra: dict | None = None) -> list[Path]:
+                  overwrite: bool = False, progress: bool = True, extra: dict | None = None,
+                  max_pixels: int = MAX_IMAGE_PIXELS) -> list[Path]:
     """Project image files in batches and write each one's outputs to out_dir/<name>/; returns those folders.
 
-    Refuses (before any work) to replace existing outputs unless `overwrite`. `extra` is stored in every
-    w_plus.pt and metrics.json (e.g. which generator file was used).
+    Refuses (before any work) to replace existing outputs unless `overwrite`, and images past `max_pixels`.
+    `extra` is stored in every w_plus.pt and metrics.json (e.g. which generator file was used).
     """
     config = config or ProjectionConfig()
     out_dir = Path(out_dir)
@@ -101,7 +106,7 @@ def project_files(paths: Sequence[str | Path], generator: torch.nn.Module, out_d
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} projection output(s) exist, e.g. {existing[0]}; "
                               f"choose another --out or pass --overwrite")
-    targets = load_images(paths, generator.size)
+    targets = load_images(paths, generator.size, max_pixels=max_pixels)
     projector = Projector(generator, config, clip=clip)
     summary, rows = [], []
     for start in range(0, len(paths), batch_size):
@@ -176,7 +181,8 @@ def cache_key(image_path: str | Path, generator_path: str | Path, config: Projec
 def project_cached_many(image_paths: Sequence[str | Path], generator_path: str | Path,
                         cache_dir: str | Path | None = None, config: ProjectionConfig | None = None,
                         device: str | torch.device | None = None, generator: torch.nn.Module | None = None,
-                        batch_size: int = 4, trust_pickle: bool = False, progress: bool = True) -> list[Path]:
+                        batch_size: int = 4, trust_pickle: bool = False, progress: bool = True,
+                        max_pixels: int = MAX_IMAGE_PIXELS) -> list[Path]:
     """The w_plus.pt of each image, projecting (in batches) only those not in the cache yet.
 
     Entries are cache_dir/<stem>-<key[:16]>/ with the files `project_files` writes; they are written to a
@@ -199,7 +205,7 @@ def project_cached_many(image_paths: Sequence[str | Path], generator_path: str |
         with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".tmp-") as tmp:
             extra = {"generator": str(generator_path), "generator_sha256": file_sha256(generator_path)}
             made = project_files([p for p, _ in todo], generator, tmp, config, batch_size=batch_size,
-                                 progress=progress, extra=extra)
+                                 progress=progress, extra=extra, max_pixels=max_pixels)
             for (_, entry), folder in zip(todo, made):
                 try:
                     os.replace(folder, entry)
@@ -260,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     p.add_argument("--trust-pickle", action="store_true", help="allow a generator pickle to run code when loaded")
+    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, help="refuse larger images")
+    add_debug_flag(p)
     return p
 
 
@@ -271,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     config = load_config(args.config, **overrides)
     generator = load_generator(args.generator, trust_pickle=args.trust_pickle).to(args.device)
     dirs = project_files(args.images, generator, args.out, config, batch_size=args.batch_size,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, max_pixels=args.max_image_pixels)
     print(f"wrote {len(dirs)} projection(s) to {args.out} (comparison.png, summary.json); edit one with\n"
           f"  python -m experiments.edit --latent {dirs[0] / 'w_plus.pt'} --sound SOUND.wav "
           f"--generator {args.generator} --audio-encoder ENCODER --out OUT")
@@ -279,4 +287,4 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m experiments.project", spellings={"trust_pickle=True": "--trust-pickle"}))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.vggsound import VGGSoundDataModule
+from experiments.cli_errors import run_cli
 from lightning_modules.audio_clip import AudioCLIPModule
 
 
@@ -138,4 +140,4 @@ def main(args: list[str] | None = None, run: bool = True) -> AudioCLIPCLI:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "python -m experiments.train", strip_debug=True))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from experiments.cli_errors import UsageError, add_debug_flag, run_cli
 from lightning_modules.clip_wrapper import resolve_clip_file
 
 REGISTRY = Path(__file__).with_name("weights.json")
@@ -56,7 +57,7 @@ def select(reg: dict, names: list[str]) -> tuple[list[dict], list[dict]]:
         e["name"]: ("gen", e) for e in reg["generators"] + reg["audio_encoders"]}
     unknown = [n for n in names if n not in entries]
     if unknown:
-        raise SystemExit(f"unknown weights {unknown}; known: {sorted(entries)} (see --list)")
+        raise UsageError(f"unknown weights {unknown}; known: {sorted(entries)} (see --list)")
     chosen = [entries[n] for n in names] if names else [v for v in entries.values() if v[1].get("default")]
     return [e for kind, e in chosen if kind == "clip"], [e for kind, e in chosen if kind == "gen"]
 
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None, urlopen: Callable = urllib.request.urlop
     parser.add_argument("--list", action="store_true", help="show the registry with licences and exit")
     parser.add_argument("--clip-root", default=None, help="CLIP cache directory (default ~/.cache/clip)")
     parser.add_argument("--registry", default=str(REGISTRY))
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     reg = load_registry(args.registry)
     if args.list:
@@ -159,4 +161,4 @@ def main(argv: list[str] | None = None, urlopen: Callable = urllib.request.urlop
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "python -m experiments.weights"))

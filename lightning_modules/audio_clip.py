@@ -39,6 +39,27 @@ from lightning_modules.zero_shot import DEFAULT_TEMPLATE, class_prompt_embedding
 RECALL_AT = (1, 5, 10)
 
 
+def check_optim_settings(*, lr: float, weight_decay: float, betas: tuple[float, float], eps: float, momentum: float,
+                         warmup_steps: int, cyclic_max_lr: float, cyclic_step_size: int, scheduler: str,
+                         max_logit_scale: float, temperature_init: float | None, audio_audio_weight: float) -> None:
+    """Refuse impossible optimiser / loss settings at construction, so a run fails before it writes anything
+    (LightningCLI builds the module before the run directory, config.yaml or checkpoints exist)."""
+    rules = [
+        ("lr", lr, lr > 0, "> 0"), ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+        ("betas", betas, len(betas) == 2 and all(0 <= b < 1 for b in betas), "two values in [0, 1)"),
+        ("eps", eps, eps > 0, "> 0"), ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
+        ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
+        ("cyclic_max_lr", cyclic_max_lr, scheduler != "cyclic" or cyclic_max_lr >= lr, ">= lr"),
+        ("cyclic_step_size", cyclic_step_size, cyclic_step_size >= 1, ">= 1"),
+        ("max_logit_scale", max_logit_scale, max_logit_scale > 0, "> 0"),
+        ("temperature_init", temperature_init, temperature_init is None or temperature_init > 0, "> 0"),
+        ("audio_audio_weight", audio_audio_weight, audio_audio_weight >= 0, ">= 0"),
+    ]
+    bad = [f"model.{name} must be {rule}, got {value!r}" for name, value, ok, rule in rules if not ok]
+    if bad:
+        raise ValueError("; ".join(bad))
+
+
 class AudioCLIPModule(pl.LightningModule):
     """Trains `encoder` so that a clip's embedding matches CLIP's embedding of its class prompt.
 
@@ -90,6 +111,10 @@ class AudioCLIPModule(pl.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_optim_settings(lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, momentum=momentum,
+                             warmup_steps=warmup_steps, cyclic_max_lr=cyclic_max_lr, cyclic_step_size=cyclic_step_size,
+                             scheduler=scheduler, max_logit_scale=max_logit_scale, temperature_init=temperature_init,
+                             audio_audio_weight=audio_audio_weight)
         self.save_hyperparameters(ignore=["encoder"])
         # The encoder is stored as its config, not as a module, so checkpoints stay weights_only-loadable;
         # `load_from_checkpoint` rebuilds it through jsonargparse, as it does for LightningCLI runs.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from datamodules.torch_files import load_torch_file
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.networks.official_audio_encoder import ARCH as OFFICIAL_ARCH
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder, official_state_dict
@@ -36,12 +37,9 @@ def export_audio_encoder(encoder: AudioEncoder | OfficialAudioEncoder, path: str
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"audio encoder file not found: {path}") from None
-    except Exception as err:  # weights_only refuses pickled code: say which file and why
-        raise ValueError(f"{path}: not a safe-loadable audio encoder or checkpoint ({err})") from err
+    if not path.exists():
+        raise FileNotFoundError(f"audio encoder file not found: {path}")
+    blob = load_torch_file(path, "audio encoder or AudioCLIP checkpoint")  # named reasons, never runs code
     if not isinstance(blob, dict):
         raise ValueError(f"{path}: expected a dict, found {type(blob).__name__}")
     if blob.get("format") == FORMAT:

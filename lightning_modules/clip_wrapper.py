@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import urllib.error
 from collections.abc import Sequence
 
 import clip
 import torch
 import torch.nn.functional as F
+
+from datamodules.torch_files import CorruptFileError, load_error
 
 # CLIP's image normalisation (clip/clip.py `_transform`).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -36,6 +39,8 @@ def resolve_clip_file(name_or_path: str, download_root: str | None = None) -> st
     """
     if os.path.isfile(name_or_path):
         return name_or_path
+    if os.path.isdir(name_or_path):
+        raise FileNotFoundError(f"{name_or_path}: is a directory, expected a CLIP model file or name")
     if name_or_path not in clip.available_models():
         raise FileNotFoundError(
             f"CLIP model {name_or_path!r}: no such file, and not a known model name "
@@ -90,7 +95,13 @@ class CLIPWrapper:
                  download_root: str | None = None):
         self.name_or_path = name_or_path
         path = resolve_clip_file(name_or_path, download_root)
-        model, _ = clip.load(path, device="cpu", jit=False)
+        try:
+            model, _ = clip.load(path, device="cpu", jit=False)
+        except (pickle.UnpicklingError, EOFError, OSError, RuntimeError) as err:  # refused, truncated, not torch
+            raise load_error(path, err, "CLIP model file") from err
+        except (KeyError, ValueError, AttributeError, TypeError) as err:
+            raise CorruptFileError(f"{path}: not a CLIP model (its weights do not build one: "
+                                   f"{type(err).__name__}: {err})") from err
         model.float().eval().requires_grad_(False)
         self.model = model
         self.device = torch.device("cpu")

@@ -47,6 +47,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """`names` with repeats numbered ('fire', 'fire (2)'), so that no two give the same `slug` (file name)."""
+    out: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        candidate, n = name, 2
+        while slug(candidate) in taken:
+            candidate, n = f"{name} ({n})", n + 1
+        taken.add(slug(candidate))
+        out.append(candidate)
+    return out
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) images in [-1, 1] -> uint8 (N, 3, H, W) on the CPU."""
     x = (images.detach().float().clamp(-1, 1) + 1) * 127.5

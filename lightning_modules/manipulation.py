@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,9 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
-from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.edit_sound import read_edit_sound
 from datamodules.latent_sources import Source, source_wplus
+from datamodules.loudness import MIN_DURATION_S, SILENCE_FLOOR_DBFS, QuietAudioError, quiet_reason, rms_dbfs
 from datamodules.official_frontend import load_official_audio
 from datamodules.output_root import default_output_dir
 from lightning_modules.audio_export import load_audio_encoder
@@ -43,6 +45,7 @@ from lightning_modules.edit_outputs import (
     save_png,
     slug,
     to_uint8,
+    unique_names,
 )
 from lightning_modules.eq2_step import PRECISIONS, Eq2Step, GraphedEq2Step, eq2_loss
 from lightning_modules.networks.checkpoints import load_generator
@@ -61,13 +64,8 @@ def styleclip_lr(step: int, steps: int, lr: float, rampdown: float = 0.25, rampu
     return lr * ramp
 
 
-def loudness_db(wave: torch.Tensor) -> float:
-    """RMS level of a waveform in dB relative to full scale (1.0); -inf-safe (floor at -120 dB)."""
-    rms = wave.float().pow(2).mean().sqrt().item()
-    return 20.0 * math.log10(max(rms, 1e-6))
-
-
-def intensity_lambda(lambda_sim: float, level_db: float, floor_db: float = -60.0, gain: float = 4.0) -> float:
+def intensity_lambda(lambda_sim: float, level_db: float, floor_db: float = SILENCE_FLOOR_DBFS,
+                     gain: float = 4.0) -> float:
     """Loudness-scaled lambda_sim: the level, normalised to [0, 1] over [floor_db, 0] dB, maps to
     lambda_sim * gain ** (1 - 2 * level), so a silent clip pulls ``gain`` times harder towards the source, a
     full-scale one ``gain`` times weaker (a stronger edit). Strictly decreasing in loudness for gain > 1.
@@ -194,7 +192,11 @@ class ManipulationModule(pl.LightningModule):
         sound_crop: 'center' or 'random' (seeded) crop of clips longer than the encoder's window; shorter ones are
             zero-padded.
         text_prompt, audio_weight: optional guidance mixing, target = normalise(a * audio + (1 - a) * text).
-        intensity: scale lambda_sim by the clip's loudness (`intensity_lambda`); intensity_gain, loudness_floor_db.
+        intensity: scale lambda_sim by the clip's loudness (`intensity_lambda`); intensity_gain, loudness_floor_db
+            (level 0 of the scale, and the silence floor below which a clip counts as too quiet to guide an edit).
+        allow_silence: a clip quieter than loudness_floor_db or shorter than min_sound_seconds is edited anyway and
+            flagged (`quiet` in job.json and metrics.json, counted in the summary) when True, the batch default;
+            when False the job is refused before any output, naming the clip (the edit command's default).
         eval_clip, eval_prompt: a second, independent CLIP that scores edited images against
             eval_prompt.format(label=<sound label>) before/after (None: off).
         output_dir, run_name: outputs go to a new directory output_dir/run_name-<time> ($AIARTIST_OUTPUT_DIR or
@@ -208,6 +210,7 @@ class ManipulationModule(pl.LightningModule):
         cuda_graph: on CUDA, capture one Eq. 2 step in a CUDA graph and replay it (`GraphedEq2Step`): the same
             edit with one launch per step instead of hundreds; ignored on the CPU. benchmarks/RESULTS.md has the
             numbers for both knobs.
+        trust_pickle: let a generator pickle you trust name code outside the StyleGAN allowlist (off: refused).
     """
 
     def __init__(
@@ -224,7 +227,9 @@ class ManipulationModule(pl.LightningModule):
         audio_weight: float = 1.0,
         intensity: bool = False,
         intensity_gain: float = 4.0,
-        loudness_floor_db: float = -60.0,
+        loudness_floor_db: float = SILENCE_FLOOR_DBFS,
+        allow_silence: bool = True,
+        min_sound_seconds: float = MIN_DURATION_S,
         eval_clip: str | None = None,
         eval_prompt: str = "This is a sound of {label}.",
         output_dir: str | None = None,
@@ -237,6 +242,7 @@ class ManipulationModule(pl.LightningModule):
         progress: bool = True,
         precision: str = "fp32",
         cuda_graph: bool = False,
+        trust_pickle: bool = False,
     ) -> None:
         super().__init__()
         if steps < 0 or lr <= 0 or lambda_sim < 0:
@@ -251,6 +257,10 @@ class ManipulationModule(pl.LightningModule):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if intensity and intensity_gain <= 1.0:
             raise ValueError(f"intensity_gain must be > 1 for a monotonic intensity mode, got {intensity_gain}")
+        self.job_warnings: list[str] = []
+        if steps == 0:
+            self.job_warnings.append("steps=0: no optimisation step runs, every edit is its source unchanged")
+            warnings.warn(self.job_warnings[-1], stacklevel=2)
         self.save_hyperparameters()
         self.generator: torch.nn.Module | None = None
         self.audio_encoder: torch.nn.Module | None = None
@@ -263,7 +273,8 @@ class ManipulationModule(pl.LightningModule):
     def configure_model(self) -> None:
         """Load the generator and CLIP(s) once; the audio encoder loads when a job has sounds."""
         if self.generator is None:
-            self.generator = load_generator(self.hparams.generator).eval().requires_grad_(False)
+            self.generator = load_generator(self.hparams.generator, trust_pickle=self.hparams.trust_pickle)
+            self.generator.eval().requires_grad_(False)
         if self.clip_model is None:
             self.clip_model = CLIPWrapper(self.hparams.clip)
         if self.hparams.eval_clip and self.eval_clip_model is None:
@@ -300,9 +311,11 @@ class ManipulationModule(pl.LightningModule):
     # ----------------------------------------------------------------------------------------------- targets
     @torch.no_grad()
     def embed_sounds(self, paths: list[str]) -> tuple[torch.Tensor, list[float]]:
-        """Embed each clip once: (K, D) L2-normalised embeddings and each clip's loudness in dB.
+        """Embed each clip once: (K, D) L2-normalised embeddings and each clip's loudness in dBFS.
 
-        Clips of any rate/length are resampled to the encoder's rate and cropped/padded to its window.
+        Clips of any rate/length are resampled to the encoder's rate and cropped/padded to its window. Which part
+        of each clip was used, and why a clip is too quiet or short to guide an edit (None if it is not), go to
+        ``self.sound_info`` (one dict per clip, in order).
         """
         encoder = self._load_audio_encoder()
         if isinstance(encoder, OfficialAudioEncoder):
@@ -311,16 +324,33 @@ class ManipulationModule(pl.LightningModule):
             waves = [load_official_audio(path) for path in paths]
             policy = "manipulation" if self.hparams.sound_crop == "random" else "center"
             emb = encoder.embed_clips(waves, crop=policy, generator=torch.Generator().manual_seed(self.hparams.seed))
-            return F.normalize(emb.float(), dim=-1), [loudness_db(w) for w in waves]
-        waves, levels = [], []
+            rate = encoder.sample_rate
+            self.sound_info = [{"duration_s": w.shape[-1] / rate, "used": f"whole clip ({policy} crop of the official "
+                                "preprocessing)", "quiet": self._quiet(w, rate)} for w in waves]
+            return F.normalize(emb.float(), dim=-1), [rms_dbfs(w) for w in waves]
+        waves, levels, self.sound_info = [], [], []
         for k, path in enumerate(paths):
-            wave = load_audio(path, encoder.sample_rate)
             crop = torch.Generator().manual_seed(self.hparams.seed * 100_003 + k)
-            fitted = crop_or_pad(wave, encoder.clip_samples, mode=self.hparams.sound_crop, generator=crop)
-            levels.append(loudness_db(fitted if wave.numel() > encoder.clip_samples else wave))
-            waves.append(fitted)
+            sound = read_edit_sound(path, encoder.sample_rate, encoder.clip_samples, self.hparams.sound_crop, crop)
+            levels.append(rms_dbfs(sound.used))
+            waves.append(sound.windows[0])
+            self.sound_info.append({**sound.record(), "quiet": self._quiet(sound.used, encoder.sample_rate)})
         emb = encoder(torch.stack(waves).to(self.device), augment=False)
         return F.normalize(emb.float(), dim=-1), levels
+
+    def _quiet(self, used: torch.Tensor, sample_rate: int) -> str | None:
+        return quiet_reason(used, sample_rate, self.hparams.loudness_floor_db, self.hparams.min_sound_seconds)
+
+    def check_sounds(self) -> None:
+        """Refuse quiet or too short clips (allow_silence=False) or warn about each one; before any output."""
+        for (label, path), info in zip(self.sounds, self.sound_info):
+            if info["quiet"] is None:
+                continue
+            if not self.hparams.allow_silence:
+                raise QuietAudioError(f"{path}: {info['quiet']}; refusing to edit with it (pass allow_silence=True "
+                                      "to edit anyway)")
+            self.job_warnings.append(f"sound {label!r} ({path}): {info['quiet']}; edited anyway, flagged as quiet")
+            warnings.warn(self.job_warnings[-1], stacklevel=2)
 
     @torch.no_grad()
     def targets_for(self, sound_emb: torch.Tensor) -> torch.Tensor:
@@ -360,6 +390,9 @@ class ManipulationModule(pl.LightningModule):
         self.sources, self.sounds = list(sources), list(sounds)
         self.w_sources = source_wplus(self.sources, self.generator, self.hparams.truncation, self.mean_latent())
         sound_emb, self.loudness = self.embed_sounds([path for _, path in self.sounds])
+        self.check_sounds()
+        for (label, path), info in zip(self.sounds, self.sound_info):  # which part of each clip the job uses
+            rank_zero_info(f"sound {label!r} ({path}): {info['used']}")
         if sound_emb.shape[-1] != self.clip_model.embed_dim:
             raise ValueError(
                 f"audio encoder {self.hparams.audio_encoder} embeds into {sound_emb.shape[-1]} dims but CLIP "
@@ -424,6 +457,7 @@ class ManipulationModule(pl.LightningModule):
             rec = dict(
                 index=i, source=self.sources[s].name, sound=self.sounds[k][0], sound_file=self.sounds[k][1],
                 file=f"edits/{name}.png", lambda_sim=float(self.lambdas[k]), loudness_db=self.loudness[k],
+                sound_used=self.sound_info[k]["used"], quiet=self.sound_info[k]["quiet"],
                 clip_cos_before=float(result.cos_before[b]), clip_cos_after=float(result.cos_after[b]),
                 loss_before=float(result.losses[0, b]) if len(result.losses) else float(result.loss_after[b]),
                 loss_after=float(result.loss_after[b]), w_dist=float(result.w_dist[b]),
@@ -472,8 +506,8 @@ class ManipulationModule(pl.LightningModule):
                     img = self.generator.synthesis(self.w_sources[self.sources.index(src)][None])
                 thumb = resize_uint8(to_uint8(img), cell)[0]
             rows.append([thumb] + [by_pair.get((src.name, label), {}).get("thumb") for label, _ in self.sounds])
-        for src, row in zip(self.sources, rows):
-            save_png(row[0], self.run_dir / "sources" / f"{slug(src.name)}.png")
+        for name, row in zip(unique_names([s.name for s in self.sources]), rows):  # 'a b' and 'a_b' both get a file
+            save_png(row[0], self.run_dir / "sources" / f"{slug(name)}.png")
         grid = make_grid(rows, ["source"] + [label for label, _ in self.sounds], [s.name for s in self.sources], cell)
         grid_path = self.run_dir / "grid.png"
         save_png(torch.from_numpy(grid).permute(2, 0, 1), grid_path)
@@ -482,6 +516,8 @@ class ManipulationModule(pl.LightningModule):
             "pairs": len(pairs),
             "clip_cos_before_mean": float(np.mean([p["clip_cos_before"] for p in pairs])) if pairs else None,
             "clip_cos_after_mean": float(np.mean([p["clip_cos_after"] for p in pairs])) if pairs else None,
+            "quiet_pairs": sum(p["quiet"] is not None for p in pairs),
+            "warnings": list(self.job_warnings),
         }
         if pairs and "eval_cos_before" in pairs[0]:
             summary["eval_cos_before_mean"] = float(np.mean([p["eval_cos_before"] for p in pairs]))
@@ -495,7 +531,8 @@ class ManipulationModule(pl.LightningModule):
             # uint8 (H, W, 3): W&B 0.31 casts float images straight to uint8 (a [0, 1] float grid would log black),
             # older versions min-max stretch floats; uint8 is shown as is by both.
             logger.log_image(key="manipulation/grid", images=[grid], caption=[caption])
-            logger.log_metrics({f"manipulation/{k}": v for k, v in summary.items() if v is not None})
+            logger.log_metrics({f"manipulation/{k}": v for k, v in summary.items()
+                                if isinstance(v, int | float) and not isinstance(v, bool)})
         rank_zero_info(f"manipulation: {len(pairs)} edits in {self.run_dir} (grid: {grid_path}); mean CLIP cosine "
                        f"to target {summary['clip_cos_before_mean']:.4f} -> {summary['clip_cos_after_mean']:.4f}"
                        if pairs else f"manipulation: no pairs finished; outputs in {self.run_dir}")
@@ -504,8 +541,11 @@ class ManipulationModule(pl.LightningModule):
         return {
             "hparams": {k: v for k, v in self.hparams.items()},
             "sources": [{"name": s.name, "kind": s.kind, "seed": s.seed, "file": s.origin} for s in self.sources],
-            "sounds": [{"label": label, "file": path, "loudness_db": lv, "lambda_sim": float(lam)}
-                       for (label, path), lv, lam in zip(self.sounds, self.loudness, self.lambdas.tolist())],
+            "sounds": [{"label": label, "file": path, "loudness_db": lv, "lambda_sim": float(lam), **info}
+                       for (label, path), lv, lam, info in zip(self.sounds, self.loudness, self.lambdas.tolist(),
+                                                               self.sound_info)],
+            "quiet_sounds": sum(info["quiet"] is not None for info in self.sound_info),
+            "warnings": list(self.job_warnings),
             "generator": {"size": self.generator.size, "n_latent": self.generator.n_latent},
             "world_size": self.trainer.world_size if self._trainer is not None else 1,
         }

@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 
 from datamodules.audio_io import AudioDecodeError, crop_or_pad, load_audio
+from datamodules.edit_sound import read_edit_sound
 
 
 def _sine(freq: float, rate: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -54,9 +55,9 @@ def test_format_is_sniffed_not_taken_from_extension(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("corrupt.flac", b"fLaC" + bytes(range(256)) * 4, "cannot decode"),
-        ("empty.wav", b"", "cannot decode"),
-        ("text.ogg", b"this is not audio\n", "cannot decode"),
+        ("corrupt.flac", b"fLaC" + bytes(range(256)) * 4, "truncated or corrupt audio \\(FLAC header"),
+        ("empty.wav", b"", "empty file \\(0 bytes\\)"),
+        ("text.ogg", b"this is not audio\n", "not an audio file"),
     ],
 )
 def test_undecodable_files_raise_naming_the_file(tmp_path, name, content, message):
@@ -113,3 +114,19 @@ def test_crop_rejects_bad_arguments():
         crop_or_pad(torch.ones(5), 0)
     with pytest.raises(ValueError, match="mode"):
         crop_or_pad(torch.ones(5), 3, "left")
+
+
+@pytest.mark.parametrize("seconds", [0.3, 2.7])
+@pytest.mark.parametrize("policy", ["center", "random"])
+def test_edit_sound_window_is_crop_or_pad_and_its_span_locates_it(tmp_path, seconds, policy):
+    """The window an edit embeds is crop_or_pad's (same seeded draw), and the reported span points at its samples."""
+    sr, window = 16000, 16000
+    x = np.random.default_rng(1).standard_normal(int(seconds * sr)).astype(np.float32) * 0.1
+    sf.write(tmp_path / "clip.wav", x, sr, subtype="FLOAT")
+    sound = read_edit_sound(tmp_path / "clip.wav", sr, window, policy, torch.Generator().manual_seed(5))
+    expected = crop_or_pad(torch.from_numpy(x), window, policy, torch.Generator().manual_seed(5))
+    assert torch.equal(sound.windows[0], expected)
+    start, end = round(sound.starts_s[0] * sr), round(sound.ends_s[0] * sr)
+    assert torch.equal(sound.used, torch.from_numpy(x[start:end]))
+    assert sound.padded == (len(x) < window) and sound.duration_s == pytest.approx(seconds)
+    assert sound.describe().startswith(f"{sound.starts_s[0]:.1f}–{sound.ends_s[0]:.1f} s of {seconds:.1f} s")

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from datamodules.latent_sources import parse_sources, seed_to_z, source_wplus
+from datamodules.loudness import rms_dbfs
 from lightning_modules.audio_export import export_audio_encoder
 from lightning_modules.clip_wrapper import clip_preprocess
 from lightning_modules.manipulation import (
     ManipulationModule,
     intensity_lambda,
-    loudness_db,
     not_padding,
     optimise,
     styleclip_lr,
@@ -279,7 +279,7 @@ def test_sounds_embedded_once_with_loudness(tmp_path, gen32_path, tiny_clip_path
     assert levels[1] - levels[0] == pytest.approx(20 * math.log10(4), abs=0.05)
     lam = m.lambdas_for(levels)
     assert lam[1] < lam[0]  # the louder clip edits harder
-    assert loudness_db(torch.zeros(10)) == pytest.approx(-120.0)
+    assert rms_dbfs(torch.zeros(10)) == pytest.approx(-120.0)
 
 
 # ------------------------------------------------------------------------------------------------- DDP padding

@@ -204,7 +204,7 @@ def _write(tmp_path, name: str, array: np.ndarray, mode: str | None = None) -> s
 def test_unreadable_and_missing_files_are_named(tmp_path):
     bad = tmp_path / "painting.jpg"
     bad.write_text("not an image")
-    with pytest.raises(ImageLoadError, match="painting.jpg: not a readable image"):
+    with pytest.raises(ImageLoadError, match="painting.jpg: not an image file"):
         load_image(bad, 16)
     with pytest.raises(ImageLoadError, match="nowhere.png: no such file"):
         load_image(tmp_path / "nowhere.png", 16)
@@ -439,7 +439,7 @@ def test_edit_command_takes_an_image(edit_assets, tmp_path, capsys):
 
     argv[argv.index("--image") + 1] = str(tmp_path / "nowhere.jpg")
     assert edit.main(argv) == 1
-    assert "source image: " + str(tmp_path / "nowhere.jpg") in capsys.readouterr().err
+    assert f"--image {tmp_path / 'nowhere.jpg'}: no such file" in capsys.readouterr().err
 
 
 def test_figure_config_lists_paintings_as_image_files(edit_assets, tmp_path, capsys):

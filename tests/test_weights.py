@@ -9,6 +9,7 @@ import urllib.error
 import pytest
 
 from experiments import weights
+from experiments.cli_errors import UsageError
 
 
 class FakeResponse(io.BytesIO):
@@ -45,7 +46,7 @@ def test_registry_entries_are_complete():
     defaults = weights.select(reg, [])
     assert [e["name"] for e in defaults[0]] == ["ViT-B/32"] and [e["name"] for e in defaults[1]] == [
         "wikiart-1024-uncond"]
-    with pytest.raises(SystemExit, match="nope"):
+    with pytest.raises(UsageError, match="nope"):
         weights.select(reg, ["nope"])
 
 

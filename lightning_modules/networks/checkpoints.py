@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from datamodules.input_limits import file_problem
+from datamodules.torch_files import load_error, refused_global
 from lightning_modules.networks.pickles import PersistentObject, TFNetwork, UnsafePickleError, read_pickle
 from lightning_modules.networks.stylegan2 import BLUR_TAPS, Generator, blur_kernel
 from stylegan2_ops import setup_filter
@@ -54,8 +56,11 @@ class GeneratorCheckpoint:
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> GeneratorCheckpoint:
     """Detect the format of `path` and convert it to our names and layouts (no network is built)."""
     path = Path(path)
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem == "no such file":
         raise FileNotFoundError(f"{path}: no such generator checkpoint")
+    if problem is not None:
+        raise CheckpointFormatError(f"{path}: {problem}, expected a generator checkpoint")
     if zipfile.is_zipfile(path):
         return _read_torch_file(path, trust_pickle)
     obj = read_pickle(path, trust=trust_pickle)
@@ -150,10 +155,12 @@ def _read_torch_file(path: Path, trust: bool) -> GeneratorCheckpoint:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()
+    except Exception as err:  # noqa: BLE001 - a refusal, or a truncated/corrupt file: named, never "retry unsafely"
+        glob = refused_global(err)
+        if glob is None:
+            raise load_error(path, err, "generator checkpoint") from err
         raise UnsafePickleError(
-            f"{path}: torch.load(weights_only=True) refused the file ({reason[0] if reason else err}); "
+            f"{path}: torch.load(weights_only=True) refused the file (it {glob}); "
             "nothing was executed. If you trust this file, pass trust_pickle=True."
         ) from err
     extra: dict[str, Any] = {}

@@ -21,13 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from datamodules.torch_files import UnsafeFileError
+
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray
 except ImportError:  # numpy 1
     from numpy.core import multiarray as _np_multiarray
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UnsafeFileError):
     """A pickle asked for a global outside the allowlist; nothing it names has been called."""
 
 
@@ -179,4 +181,4 @@ def read_pickle(path: str | Path, trust: bool = False) -> Any:
         except UnsafePickleError:
             raise
         except Exception as err:  # noqa: BLE001 - any failure of a foreign pickle is reported with its file
-            raise pickle.UnpicklingError(f"{path}: could not read the pickle ({type(err).__name__}: {err})") from err
+            raise pickle.UnpicklingError(f"{path}: truncated or corrupt pickle ({type(err).__name__}: {err})") from err
