@@ -88,7 +88,10 @@ class SpecAugment(nn.Module):
 
     Defaults are the paper's: 2 masks per axis, each up to 15 % of the mel bands and up to 30 % of the
     frames. Masked cells get the spectrogram's per-example mean (the SpecAugment paper masks with the
-    mean, which is 0 for their normalised input). Pass a `generator` for reproducible masks.
+    mean, which is 0 for their normalised input). Pass a `generator` for reproducible masks. `shard`
+    (rank, world) draws the masks of a global batch of world * B examples and keeps rows rank, rank + world, ...:
+    the rows a `datamodules.sampling.EpochSampler` deals this rank, so a clip gets the same masks on any number of
+    ranks as in one process ((0, 1), the default, is the one-process draw).
     """
 
     def __init__(
@@ -101,15 +104,22 @@ class SpecAugment(nn.Module):
         self.freq_masks, self.max_freq_fraction = freq_masks, max_freq_fraction
         self.time_masks, self.max_time_fraction = time_masks, max_time_fraction
 
-    def forward(self, spec: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, spec: torch.Tensor, generator: torch.Generator | None = None,
+                shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
         if not self.training:
             return spec
         if spec.dim() != 4:
             raise ValueError(f"SpecAugment expects (batch, channels, freq, time), got shape {tuple(spec.shape)}")
         b, _, f, t = spec.shape
         keep = torch.ones(b, 1, f, t, dtype=torch.bool, device=spec.device)
-        keep &= self._masks(b, f, self.freq_masks, self.max_freq_fraction, generator, spec.device).view(b, 1, f, 1)
-        keep &= self._masks(b, t, self.time_masks, self.max_time_fraction, generator, spec.device).view(b, 1, 1, t)
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"SpecAugment: shard (rank, world) = {shard} is not a rank of the world")
+        masks = [self._masks(b * world, size, count, fraction, generator, spec.device)[rank::world]
+                 for size, count, fraction in ((f, self.freq_masks, self.max_freq_fraction),
+                                               (t, self.time_masks, self.max_time_fraction))]
+        keep &= masks[0].view(b, 1, f, 1)
+        keep &= masks[1].view(b, 1, 1, t)
         fill = spec.mean(dim=(1, 2, 3), keepdim=True)
         return torch.where(keep, spec, fill)
 

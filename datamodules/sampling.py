@@ -2,8 +2,11 @@
 
 `EpochSampler` shuffles with a permutation that depends only on (seed, epoch) and yields `(epoch, index)`
 keys, so a dataset can derive every random choice of an item (crop offset, replacement of a bad clip)
-from (seed, epoch, index) instead of from global RNG state that a restart does not restore. Lightning
-calls `set_epoch` on it (also through its `DistributedSamplerWrapper` under DDP).
+from (seed, epoch, index) instead of from global RNG state that a restart does not restore. Under DDP it
+shards that one permutation itself (rank r takes positions r, r + world, ...), so the global batch of a step
+is the same set of clips on any number of ranks; being a `DistributedSampler`, Lightning keeps it instead of
+wrapping it in a `DistributedSamplerWrapper` (which re-shuffles the training indices with its own seed, so a
+2-rank run would see other global batches than one process). Lightning calls `set_epoch` on it.
 
 `ResumableDataLoader` follows Lightning's `_Stateful` protocol (`state_dict`/`load_state_dict`): the
 checkpoint records how many batches of which epoch were served, and after a restart the first iteration
@@ -13,12 +16,14 @@ of that epoch skips them at the index level (no decoding of skipped clips).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
 
 PERMUTATION_STREAM = 2**32 - 1  # the "index" whose stream shuffles an epoch; no dataset item has it
 
@@ -29,25 +34,29 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
-class EpochSampler(Sampler):
-    """Yields `(epoch, index)` for all `size` items, shuffled by a permutation seeded with (seed, epoch)."""
+class EpochSampler(DistributedSampler):
+    """Yields `(epoch, index)` for the items of this rank: a permutation of all `size` items seeded with (seed, epoch),
+    padded with its first items to a multiple of `num_replicas` (as torch's DistributedSampler pads), and every
+    `num_replicas`-th position from `rank`. `num_replicas`/`rank` default to the initialised process group (1/0
+    without one)."""
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.size
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
+        initialised = dist.is_available() and dist.is_initialized()
+        num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if initialised else 1)
+        rank = rank if rank is not None else (dist.get_rank() if initialised else 0)
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.size = size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             order = torch.randperm(self.size, generator=item_generator(self.seed, self.epoch, PERMUTATION_STREAM))
         else:
             order = torch.arange(self.size)
+        order = order.tolist()
+        order += (order * math.ceil(self.total_size / max(self.size, 1)))[: self.total_size - self.size]
         epoch = self.epoch
-        return ((epoch, i) for i in order.tolist())
+        return ((epoch, i) for i in order[self.rank: self.total_size: self.num_replicas])
 
 
 class _SkippingIndexSampler:

@@ -179,7 +179,8 @@ class AudioClipDataset(Dataset):
             )
         wave = crop_or_pad(wave, self.num_samples, "random" if self.train else "center", generator=gen)
         label = int(self.labels[chosen])
-        item = {"waveform": wave, "label": label, "label_name": self.class_names[label], "bad": bad}
+        item = {"waveform": wave, "label": label, "label_name": self.class_names[label], "bad": bad,
+                "index": index}
         if self.frame_cache is not None:
             item.update(self._frame(chosen, epoch, index))
         return item
@@ -197,7 +198,8 @@ class AudioClipDataset(Dataset):
 
 
 class CollateClips:
-    """Stacks items into the batch dict {waveform, label, label_name, bad, class_names}."""
+    """Stacks items into the batch dict {waveform, label, label_name, bad, index, class_names}; `index` is each
+    item's position in its dataset (the sampler's key, also for a replaced bad clip)."""
 
     def __init__(self, class_names: list[str]) -> None:
         self.class_names = list(class_names)
@@ -208,6 +210,7 @@ class CollateClips:
             "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
             "label_name": [it["label_name"] for it in items],
             "bad": torch.tensor([it["bad"] for it in items], dtype=torch.bool),
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
             "class_names": self.class_names,
         }
         if "image" in items[0]:  # with a frame cache: (B, D) embeddings and the (B,) has-frames mask

@@ -3,9 +3,11 @@
     python -m experiments.eval outputs/audio_clip/vggsound/checkpoints/best.ckpt \\
         --vggsound_root data/vggsound --esc50_root data/ESC-50-master --urbansound8k_root data/UrbanSound8K
 
-- VGGSound test split: zero-shot top-1/top-5 against the class prompts.
-- ESC-50 (5 folds) and UrbanSound8K (10 folds) in their released layouts: zero-shot top-1/top-5 per fold
-  and a leave-one-fold-out linear probe (logistic regression on the frozen embeddings), per fold and mean.
+- VGGSound test split: zero-shot top-1/top-5 against the class prompts, and text -> audio retrieval (each class
+  prompt a query over the clips; mAP and R@1/5/10, as in validation: `lightning_modules.zero_shot_metrics`).
+- ESC-50 (5 folds) and UrbanSound8K (10 folds) in their released layouts: the same zero-shot scores per fold
+  and a leave-one-fold-out linear probe (logistic regression on the frozen embeddings; top-1/top-5), per fold
+  and mean.
 Zero-shot is reported for each prompt template (default: "This is a sound of {label}." and the bare
 label). Clips are centre-cropped or zero-padded to the encoder's clip length. Results are printed as a
 table, written as JSON (never over an existing file unless --overwrite) and, with --wandb_project,
@@ -34,10 +36,11 @@ from datamodules.vggsound import VGGSoundDataModule
 from experiments.cli_errors import run_cli
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
-from lightning_modules.linear_probe import leave_one_fold_out, topk_accuracy
+from lightning_modules.linear_probe import leave_one_fold_out
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
 from lightning_modules.zero_shot import BARE_LABEL, DEFAULT_TEMPLATE, class_prompt_embeddings
+from lightning_modules.zero_shot_metrics import RECALL_AT, zero_shot_scores
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +74,18 @@ def embed_folds(encoder: AudioEncoder | OfficialAudioEncoder, fold_set: FoldSet,
     return torch.cat(embeddings), labels, folds, len(dataset) - len(index)
 
 
+RETRIEVAL_KEYS = ("t2a_map", *(f"t2a_r{k}" for k in RECALL_AT))
+
+
 def zero_shot(emb: torch.Tensor, labels: torch.Tensor, class_text: torch.Tensor) -> dict[str, float]:
-    logits = emb @ class_text.cpu().T
-    return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5), "n": len(labels)}
+    """Top-1/top-5 and text -> audio retrieval of clip embeddings against the class-prompt embeddings."""
+    return zero_shot_scores(emb @ class_text.cpu().T, labels)
 
 
 def _with_mean(per_fold: dict) -> dict:
-    mean = {k: sum(r[k] for r in per_fold.values()) / len(per_fold) for k in ("top1", "top5")}
+    """Per-fold scores and their unweighted mean over folds (the protocol of ESC-50 and UrbanSound8K)."""
+    keys = [k for k in next(iter(per_fold.values())) if k != "n"]
+    mean = {k: sum(r[k] for r in per_fold.values()) / len(per_fold) for k in keys}
     return {"folds": {str(k): v for k, v in per_fold.items()}, "mean": mean}
 
 
@@ -119,16 +127,20 @@ def evaluate_vggsound(encoder: AudioEncoder, clip: CLIPWrapper, root: str, csv_p
 
 
 def format_table(results: dict) -> str:
-    """Plain-text table: one row per dataset and method, mean and per-fold top-1 (%)."""
-    lines = [f"{'dataset':<14} {'method':<40} {'top1':>6} {'top5':>6}  per-fold top1"]
+    """Plain-text table: one row per dataset and method, fold means (%) of top-1/top-5 and of text -> audio
+    retrieval (mAP, R@k; zero-shot rows only), then per-fold top-1."""
+    heads = "".join(f" {h:>6}" for h in ("t2aMAP", *(f"R@{k}" for k in RECALL_AT)))
+    lines = [f"{'dataset':<14} {'method':<40} {'top1':>6} {'top5':>6}{heads}  per-fold top1"]
     for name, res in results["datasets"].items():
         rows = [(f"zero-shot {t!r}", r) for t, r in res["zero_shot"].items()]
         if "linear_probe" in res:
             rows.append(("linear probe (leave-one-fold-out)", res["linear_probe"]))
         for method, r in rows:
             folds = " ".join(f"{100 * v['top1']:.1f}" for v in r["folds"].values())
-            lines.append(f"{name:<14} {method:<40} {100 * r['mean']['top1']:6.1f} {100 * r['mean']['top5']:6.1f}  "
-                         f"{folds}")
+            retrieval = "".join(f" {100 * r['mean'][k]:6.1f}" if k in r["mean"] else f" {'-':>6}"
+                                for k in RETRIEVAL_KEYS)
+            lines.append(f"{name:<14} {method:<40} {100 * r['mean']['top1']:6.1f} {100 * r['mean']['top5']:6.1f}"
+                         f"{retrieval}  {folds}")
         for model, top1 in REFERENCE_TOP1.get(name, {}).items():
             lines.append(f"{name:<14} {'reference zero-shot: ' + model:<40} {top1:6.1f}")
     return "\n".join(lines)
@@ -220,15 +232,17 @@ def _log_wandb(results: dict, table: str, project: str, out_path: Path) -> None:
                      config={k: results[k] for k in ("checkpoint", "clip_model", "encoder", "templates")},
                      dir=str(out_path.parent))
     rows, metrics = [], {}
+    columns = ["top1", "top5", *RETRIEVAL_KEYS]
     for name, res in results["datasets"].items():
         methods = {f"zero_shot/{t}": r for t, r in res["zero_shot"].items()}
         if "linear_probe" in res:
             methods["linear_probe"] = res["linear_probe"]
         for method, r in methods.items():
-            rows.append([name, method, r["mean"]["top1"], r["mean"]["top5"]])
-            metrics[f"eval/{name}/{method}/top1"] = r["mean"]["top1"]
-            metrics[f"eval/{name}/{method}/top5"] = r["mean"]["top5"]
-    metrics["eval/table"] = wandb.Table(columns=["dataset", "method", "top1", "top5"], data=rows)
+            rows.append([name, method, *(r["mean"].get(k) for k in columns)])
+            for key in columns:
+                if key in r["mean"]:
+                    metrics[f"eval/{name}/{method}/{key}"] = r["mean"][key]
+    metrics["eval/table"] = wandb.Table(columns=["dataset", "method", *columns], data=rows)
     run.log(metrics)
     run.summary["table_text"] = table
     run.finish()

@@ -23,9 +23,6 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.retrieval import RetrievalMAP, RetrievalRecall
 
 from datamodules.sampling import item_generator
 from lightning_modules.audio_export import CHECKPOINT_CONFIG_KEY
@@ -35,8 +32,7 @@ from lightning_modules.gather import gather_no_grad, gather_with_grad, rank, wor
 from lightning_modules.losses import AudioTextLoss, LossKind
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.zero_shot import DEFAULT_TEMPLATE, class_prompt_embeddings
-
-RECALL_AT = (1, 5, 10)
+from lightning_modules.zero_shot_metrics import accuracy_metrics, retrieval_metrics, text_to_audio_queries
 
 
 def check_optim_settings(*, lr: float, weight_decay: float, betas: tuple[float, float], eps: float, momentum: float,
@@ -141,14 +137,9 @@ class AudioCLIPModule(pl.LightningModule):
                              f"differ from the datamodule's ({len(data_names)}, first {data_names[:3]})")
         num_classes = len(self.class_names)
         if not hasattr(self, "val_top1"):
-            self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-            self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-            # One collection: the four metrics see the same (score, relevant, query) triples, so they share one
-            # copy of that state (a compute group) instead of keeping and all-gathering four.
-            self.val_retrieval = MetricCollection(
-                {"t2a_map": RetrievalMAP(empty_target_action="skip"),
-                 **{f"t2a_r{k}": RetrievalRecall(top_k=k, empty_target_action="skip") for k in RECALL_AT}},
-                prefix="val/")
+            accuracy = accuracy_metrics(num_classes)
+            self.val_top1, self.val_top5 = accuracy["top1"], accuracy["top5"]
+            self.val_retrieval = retrieval_metrics(prefix="val/")
 
     def prepare_class_text(self) -> torch.Tensor:
         """Load CLIP (once) on this module's device and cache the class-prompt embeddings."""
@@ -198,9 +189,10 @@ class AudioCLIPModule(pl.LightningModule):
     def training_loss(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         """Loss terms of one batch; under DDP the columns are the whole global batch."""
         waveform, labels = batch["waveform"], batch["label"]
-        # SpecAugment masks from (seed, epoch, batch, rank) alone, so a resumed run draws the same.
-        gen = item_generator(self.hparams.seed, self.current_epoch, batch_idx * world_size() + rank())
-        audio = self.encoder(waveform, generator=gen)
+        # SpecAugment masks from (seed, epoch, batch) alone, so a resumed run draws the same; drawn for the global
+        # batch and sharded like EpochSampler deals it, so a clip's masks do not depend on the number of ranks.
+        gen = item_generator(self.hparams.seed, self.current_epoch, batch_idx)
+        audio = self.encoder(waveform, generator=gen, shard=(rank(), world_size()))
         clean = self.encoder(waveform, augment=False) if self.criterion.audio_audio_weight > 0 else None
         image = batch.get("image") if self.criterion.audio_image_weight > 0 else None
         mask = batch.get("image_mask") if image is not None else None
@@ -249,10 +241,8 @@ class AudioCLIPModule(pl.LightningModule):
         self.val_top1.update(logits, labels)
         self.val_top5.update(logits, labels)
         # Text -> audio retrieval: class c's prompt is query c, every clip of class c is relevant.
-        num_classes = logits.shape[1]
-        query = torch.arange(num_classes, device=labels.device)[:, None].expand(-1, labels.shape[0])
-        scores, relevant = logits.T, labels[None, :] == query
-        self.val_retrieval.update(scores.flatten(), relevant.flatten(), indexes=query.flatten())
+        scores, relevant, query = text_to_audio_queries(logits, labels)
+        self.val_retrieval.update(scores, relevant, indexes=query)
         if getattr(self, "_val_pairs", None) is not None and "image" in batch:  # for audio->image R@1 at epoch end
             mask = batch["image_mask"].bool()
             self._val_pairs.append((audio.detach().float()[mask], batch["image"].float()[mask]))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lightning_modules.zero_shot_metrics import classification_scores
+
 
 def fit_logistic_regression(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3, max_iter: int = 200,
@@ -38,12 +40,6 @@ def probe_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean
     return ((x.double() - mean) / std) @ weight.T + bias
 
 
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Share of rows whose label is among the k highest logits (k capped at the number of classes)."""
-    k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).double().mean().item()
-
-
 def leave_one_fold_out(
     x: torch.Tensor, y: torch.Tensor, folds: torch.Tensor, num_classes: int, l2: float = 1e-3,
 ) -> dict[int, dict[str, float]]:
@@ -53,6 +49,5 @@ def leave_one_fold_out(
         test = folds == fold
         params = fit_logistic_regression(x[~test], y[~test], num_classes, l2)
         logits = probe_logits(x[test], *params)
-        results[int(fold)] = {"top1": topk_accuracy(logits, y[test], 1), "top5": topk_accuracy(logits, y[test], 5),
-                              "n": int(test.sum())}
+        results[int(fold)] = classification_scores(logits, y[test])
     return results

@@ -3,15 +3,22 @@ concatenated batch (also with the audio<->image term, whose masked clips differ 
 The encoder uses GroupNorm and no SpecAugment: BatchNorm statistics and augmentation masks differ per rank by
 design, the gathered loss must not."""
 
+import json
 import os
 import socket
+from pathlib import Path
 
+import pytest
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from datamodules.soundzoo import write_sound_set
+from datamodules.vggsound import VGGSoundDataModule
 from lightning_modules.audio_clip import AudioCLIPModule
 from lightning_modules.networks.audio_encoder import AudioEncoder
+from lightning_modules.torch_threads import TorchThreads
 
 WORLD = 2
 # (name, loss, audio_audio_weight, audio_image_weight)
@@ -89,3 +96,71 @@ def test_gathered_loss_and_gradients_equal_single_process(tiny_clip_path, tmp_pa
             for r in ranks:
                 torch.testing.assert_close(r[kind]["grads"][name], g, rtol=1e-3, atol=1e-4 * scale,
                                            msg=lambda m, kind=kind, name=name: f"{kind} {name}: {m}")
+
+
+# ------------------------------------------------------------------------------------ a real Lightning DDP fit
+
+class RecordIndices(pl.Callback):
+    """Writes, per rank, the dataset indices of every training batch and the world size the run saw."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir, self.seen = out_dir, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(batch["index"].tolist())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        path = os.path.join(self.out_dir, f"indices_world{trainer.world_size}_rank{trainer.global_rank}.json")
+        with open(path, "w") as f:
+            json.dump({"world_size": trainer.world_size, "batches": self.seen}, f)
+
+
+FIT_STEPS, GLOBAL_BATCH = 3, 8
+
+
+def _fit(clip_path: str, root: Path, out_dir: Path, devices: int) -> tuple[pl.Trainer, AudioCLIPModule]:
+    """Fit the audio module with SpecAugment, the audio<->audio term and global negatives for FIT_STEPS steps.
+
+    SGD, not Adam: Adam's first steps move every weight by about lr * sign(gradient), so weights whose gradient
+    is float noise would differ by up to 2 lr between any two summation orders; SGD's updates are linear in it."""
+    torch.manual_seed(0)
+    encoder = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, norm="group", n_mels=32, n_fft=256,
+                           hop_length=80, clip_seconds=0.25)
+    module = AudioCLIPModule(encoder, clip_model=clip_path, loss="paper_bce", temperature_init=0.05,
+                             audio_audio_weight=0.5, optimizer="sgd", lr=0.1, scheduler="constant")
+    data = VGGSoundDataModule(str(root), clip_seconds=1.0, crop_seconds=0.25, batch_size=GLOBAL_BATCH // devices,
+                              num_workers=0, val_fraction=0.0)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_steps=FIT_STEPS,
+        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[TorchThreads(1), RecordIndices(str(out_dir))])
+    trainer.fit(module, datamodule=data)
+    return trainer, module
+
+
+@pytest.mark.slow
+def test_lightning_ddp_spawn_fit_equals_one_process_on_the_same_global_batches(tiny_clip_path, tmp_path):
+    """Trainer(devices=2, strategy="ddp_spawn") on gloo: each rank trains on half of every global batch, and the
+    final encoder equals a one-process run on the same global batches (GroupNorm; masks seeded per clip)."""
+    root = write_sound_set(tmp_path / "zoo", clips_per_class=4, seconds=1.0)
+    ddp_trainer, ddp = _fit(tiny_clip_path, root, tmp_path, devices=2)
+    one_trainer, one = _fit(tiny_clip_path, root, tmp_path, devices=1)
+    assert ddp_trainer.world_size == 2 and one_trainer.world_size == 1
+    ranks = [json.loads((tmp_path / f"indices_world2_rank{r}.json").read_text()) for r in range(2)]
+    single = json.loads((tmp_path / "indices_world1_rank0.json").read_text())
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert len(single["batches"]) == FIT_STEPS
+    for step, whole in enumerate(single["batches"]):
+        halves = [r["batches"][step] for r in ranks]
+        assert [len(h) for h in halves] == [GLOBAL_BATCH // 2] * 2
+        assert not set(halves[0]) & set(halves[1])
+        assert sorted(halves[0] + halves[1]) == sorted(whole)  # each rank saw half of this global batch
+    torch.manual_seed(0)
+    initial = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, norm="group", n_mels=32, n_fft=256,
+                           hop_length=80, clip_seconds=0.25).state_dict()
+    moved = max((one.encoder.state_dict()[k] - v).abs().max().item() for k, v in initial.items())
+    diff = max((ddp.encoder.state_dict()[k] - v).abs().max().item() for k, v in one.encoder.state_dict().items())
+    print(f"DDP vs one process: max |weight difference| {diff:.3g} (largest weight change in training {moved:.3g})")
+    assert moved > 1e-3  # the runs trained
+    assert diff < 1e-4 * moved, diff

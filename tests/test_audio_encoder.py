@@ -94,3 +94,19 @@ def test_load_rejects_foreign_and_unsafe_files(tmp_path):
         load_audio_encoder(tmp_path / "code.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_audio_encoder(tmp_path / "missing.pt")
+
+
+def test_resnet50_encoder_forward_and_backward_reach_the_stem(single_thread):
+    """The paper's backbone (Bottleneck blocks [3, 4, 6, 3]) at width 8: 512-d unit vectors, gradients in conv1."""
+    enc = AudioEncoder(embed_dim=512, backbone="resnet50", width=8, n_mels=32, n_fft=256, hop_length=160,
+                       clip_seconds=0.5).train()
+    assert [len(getattr(enc.backbone, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    assert isinstance(enc.backbone.layer1[0], torchvision.models.resnet.Bottleneck)
+    assert enc.proj.in_features == 8 * 8 * 4  # width * 8 channels * Bottleneck expansion 4
+    out = enc(torch.randn(2, enc.clip_samples), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 512)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
+    (out @ torch.randn(512)).sum().backward()  # a projection: the norm itself has no gradient
+    for name, p in enc.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert enc.backbone.conv1.weight.grad.abs().sum() > 0

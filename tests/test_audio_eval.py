@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from datamodules.fold_sets import read_esc50, read_urbansound8k
 from experiments import eval as eval_cli
 from lightning_modules.audio_export import export_audio_encoder
-from lightning_modules.linear_probe import fit_logistic_regression, leave_one_fold_out, probe_logits, topk_accuracy
+from lightning_modules.linear_probe import fit_logistic_regression, leave_one_fold_out, probe_logits
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.zero_shot import class_prompts, label_to_words
+from lightning_modules.zero_shot_metrics import classification_scores, zero_shot_scores
 
 ESC_HEADER = "filename,fold,target,category,esc10,src_file,take"
 US_HEADER = "slice_file_name,fsID,start,end,salience,fold,classID,class"
@@ -79,12 +80,21 @@ def test_malformed_metadata_names_file_and_line(tmp_path):
         read_esc50(root)
 
 
-def test_topk_accuracy_by_hand():
-    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.5], [0.2, 0.3, 0.1]])
+def test_zero_shot_scores_by_hand():
+    """torchmetrics' top-k and text -> audio retrieval on a 3-clip, 3-class example worked out by hand."""
+    logits = torch.tensor([[0.1, 0.9, 0.6], [0.8, 0.1, 0.5], [0.2, 0.3, 0.1]])
     labels = torch.tensor([1, 2, 2])
-    assert topk_accuracy(logits, labels, 1) == pytest.approx(1 / 3)
-    assert topk_accuracy(logits, labels, 2) == pytest.approx(2 / 3)
-    assert topk_accuracy(logits, labels, 5) == 1.0  # k capped at the number of classes
+    s = zero_shot_scores(logits, labels)
+    assert s["top1"] == pytest.approx(1 / 3)  # only clip 0's best class is its own
+    assert s["top5"] == 1.0 and s["n"] == 3  # k capped at the number of classes
+    # Query "class 0" has no clip (skipped). Query 1 ranks clip 0 first: AP 1, R@1 1. Query 2 ranks clip 0
+    # (not relevant), clip 1, clip 2: AP (1/2 + 2/3) / 2, R@1 0, R@5 1.
+    assert s["t2a_map"] == pytest.approx((1 + (1 / 2 + 2 / 3) / 2) / 2)
+    assert s["t2a_r1"] == pytest.approx(0.5)
+    assert s["t2a_r5"] == s["t2a_r10"] == 1.0
+    assert classification_scores(logits, labels) == {"top1": s["top1"], "top5": 1.0, "n": 3}
+    # Negative cosines rank like any others (torchmetrics alone drops relevant items scored <= 0).
+    assert zero_shot_scores(logits - 0.7, labels) == pytest.approx(s)
 
 
 def test_linear_probe_reaches_the_optimum_of_its_objective():
@@ -128,8 +138,15 @@ def test_evaluate_writes_table_json_and_refuses_to_overwrite(tmp_path, tiny_clip
     assert set(zs["folds"]) == {"1", "2", "3"} and all(f["n"] == 6 for f in zs["folds"].values())
     assert zs["mean"]["top1"] == pytest.approx(np.mean([f["top1"] for f in zs["folds"].values()]))
     assert set(esc["linear_probe"]["folds"]) == {"1", "2", "3"}
+    for key in ("t2a_map", "t2a_r1", "t2a_r5", "t2a_r10"):  # retrieval per fold and as the mean over folds
+        assert all(0.0 <= f[key] <= 1.0 for f in zs["folds"].values())
+        assert zs["mean"][key] == pytest.approx(np.mean([f[key] for f in zs["folds"].values()]))
+    # Each fold has 2 clips per class: R@10 over 6 clips finds them all, R@1 at most half of them.
+    assert zs["mean"]["t2a_r10"] == 1.0 and zs["mean"]["t2a_r1"] <= 0.5
+    assert "t2a_map" not in esc["linear_probe"]["mean"]  # retrieval is a zero-shot (prompt query) score
     table = capsys.readouterr().out
     assert "linear probe (leave-one-fold-out)" in table and "reference zero-shot: official code" in table
+    assert "t2aMAP" in table and "R@10" in table
     with pytest.raises(FileExistsError, match="res.json"):
         eval_cli.main([str(ckpt), "--esc50_root", str(root), "--clip_model", tiny_clip_path, "--out", str(out)])
     with pytest.raises(ValueError, match="nothing to evaluate"):

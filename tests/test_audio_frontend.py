@@ -107,3 +107,16 @@ def test_specaugment_masks_are_bands_within_limits_and_reproducible():
     fill = spec.mean(dim=(1, 2, 3))
     i, r = torch.nonzero(freq_rows)[0].tolist()
     assert torch.allclose(out[i, 0, r], fill[i].expand(t))
+
+
+
+def test_specaugment_shards_of_a_global_batch_equal_the_one_process_draw():
+    """Rank r of `world` gets rows r, r + world, ... of the masks one process draws for the whole global batch."""
+    spec = torch.rand(6, 1, 40, 100) + 1.0
+    aug = SpecAugment().train()
+    whole = aug(spec, generator=torch.Generator().manual_seed(5))
+    for rank in range(3):
+        part = aug(spec[rank::3], generator=torch.Generator().manual_seed(5), shard=(rank, 3))
+        torch.testing.assert_close(part, whole[rank::3])
+    with pytest.raises(ValueError, match="shard"):
+        aug(spec, generator=torch.Generator().manual_seed(5), shard=(3, 3))

@@ -214,7 +214,7 @@ def test_batches_have_documented_structure(zoo):
     assert dm.prompts[0] == f"This is a sound of {dm.class_names[0]}."
     for loader, length in [(dm.train_dataloader(), SR // 2), (dm.val_dataloader(), SR), (dm.test_dataloader(), SR)]:
         batch = next(iter(loader))
-        assert set(batch) == {"waveform", "label", "label_name", "bad", "class_names"}
+        assert set(batch) == {"waveform", "label", "label_name", "bad", "index", "class_names"}
         assert batch["waveform"].shape == (8, length) and batch["waveform"].dtype == torch.float32
         assert batch["label"].shape == (8,) and batch["label"].dtype == torch.long
         assert batch["bad"].shape == (8,) and batch["bad"].dtype == torch.bool and not batch["bad"].any()
@@ -276,6 +276,18 @@ def test_epoch_sampler_permutation_depends_on_seed_and_epoch():
     s.set_epoch(1)
     assert [i for _, i in s] != [i for _, i in first] and {e for e, _ in s} == {1}
     assert [i for _, i in EpochSampler(50, seed=3, shuffle=False)] == list(range(50))
+
+
+def test_epoch_sampler_shards_the_one_permutation_over_ranks():
+    """Rank r takes positions r, r + world, ... of the single-process order (padded with its first items), so a
+    step's global batch is the same clips on 1 or 3 ranks."""
+    whole = [i for _, i in EpochSampler(10, seed=3)]
+    ranks = [[i for _, i in EpochSampler(10, seed=3, num_replicas=3, rank=r)] for r in range(3)]
+    assert [len(r) for r in ranks] == [4, 4, 4] and len(EpochSampler(10, seed=3, num_replicas=3, rank=0)) == 4
+    padded = whole + whole[:2]
+    assert ranks == [padded[r::3] for r in range(3)]
+    for step in range(2):  # two per-rank batches of 2: the global batch is 6 consecutive items of `whole`
+        assert sorted(i for r in ranks for i in r[2 * step: 2 * step + 2]) == sorted(padded[6 * step: 6 * step + 6])
 
 
 def _labels(loader, epoch, limit=None):

@@ -29,11 +29,19 @@ BACKBONES: dict[str, tuple[type[nn.Module], list[int], Any]] = {
 }
 
 
+class ChannelGroupNorm(nn.GroupNorm):
+    """GroupNorm over gcd(32, channels) groups, built from the channel count alone (what ResNet's `norm_layer`
+    is called with). A class rather than a lambda, so that the encoder pickles (DDP spawn, worker processes)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(math.gcd(32, channels), channels)
+
+
 def _norm_layer(kind: str):
     if kind == "batch":
         return nn.BatchNorm2d
     if kind == "group":  # batch-independent: the same result on any number of ranks
-        return lambda channels: nn.GroupNorm(math.gcd(32, channels), channels)
+        return ChannelGroupNorm
     raise ValueError(f"AudioEncoder: norm must be 'batch' or 'group', got {kind!r}")
 
 
@@ -138,11 +146,11 @@ class AudioEncoder(nn.Module):
         self.proj = nn.Linear(self.backbone.out_dim, embed_dim)
 
     def forward(self, waveform: torch.Tensor, augment: bool = True,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
         """Embed (B, T) waveforms. SpecAugment runs in training mode unless `augment=False`;
-        `generator` (CPU) makes its masks reproducible."""
+        `generator` (CPU) makes its masks reproducible, `shard` (rank, world) as in `SpecAugment`."""
         spec = self.frontend(waveform)
         if augment and self.spec_augment is not None:
-            spec = self.spec_augment(spec, generator=generator)
+            spec = self.spec_augment(spec, generator=generator, shard=shard)
         features = self.backbone(spec)
         return F.normalize(self.proj(features).float(), dim=-1)
