@@ -79,6 +79,22 @@ def write_edit_sounds(labels: list[str], seed: int, seconds: float, out_dir: Pat
     return sounds
 
 
+def judge_toyworld(edit_dir: Path, clip_path: str, generator_path: str, cfg: dict) -> dict:
+    """`experiments.toyworld.judge.judge_run` on the edits, logged into the edit job's (still open) W&B run."""
+    from experiments.toyworld.judge import judge_run
+    from lightning_modules.clip_wrapper import CLIPWrapper
+    from lightning_modules.networks.checkpoints import load_generator
+
+    out = judge_run(edit_dir, load_generator(generator_path), CLIPWrapper(clip_path), int(cfg.get("fd_real", 500)))
+    if wandb.run is not None:
+        rows = out["table"]
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        wandb.run.log({"toyworld/per_sound": wandb.Table(columns=columns, data=[[r.get(c) for c in columns]
+                                                                                 for r in rows]),
+                       **{f"toyworld/{k}": v for k, v in out["frechet"].items()}})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -121,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         f"--data.sources={json.dumps(mc['sources'])}", f"--data.sounds={json.dumps(sounds)}",
         f"--trainer.logger.init_args.save_dir={run}", *mc.get("overrides", []),
     ])
-    wandb.finish()
     times["edits"] = time.perf_counter() - t
+    toyworld = None
+    if cfg.get("judge"):  # the learned toy world: detectors and the Fréchet distance judge the edits
+        t = time.perf_counter()
+        toyworld = judge_toyworld(edit.model.run_dir, clip_path, generator_path, cfg["judge"])
+        times["toy-world judgement"] = time.perf_counter() - t
+    wandb.finish()
     times["total"] = time.perf_counter() - start
 
     module = edit.model
@@ -137,11 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {p['source']:>8} x {p['sound']:<15} {p['clip_cos_before']:+.4f} -> {p['clip_cos_after']:+.4f}")
     s = module.summary
     print(f"  mean: {s['clip_cos_before_mean']:+.4f} -> {s['clip_cos_after_mean']:+.4f}")
+    if toyworld is not None:
+        fd = toyworld["frechet"]
+        print(f"\nper sound (toy world; detector_rose_share = share of pairs whose sound's detector rose):\n"
+              f"{toyworld['table_text']}")
+        print(f"Fréchet distance to {fd['n_real']} real paintings: edited set {fd['fd_edited']:.4f}, "
+              f"sources {fd['fd_sources']:.4f}")
     print("\ntimes: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     (run / "demo_summary.json").write_text(json.dumps(
         {"grid": str(module.grid_path), "edit_dir": str(module.run_dir), "audio_encoder": str(encoder_path),
          "audio_checkpoint": str(best), "val_top1": None if top1 is None else float(top1),
-         "summary": s, "pairs": module.pair_metrics, "seconds": times}, indent=2) + "\n")
+         "summary": s, "per_sound": module.per_sound, "pairs": module.pair_metrics, "seconds": times,
+         "toyworld": None if toyworld is None else {k: toyworld[k] for k in ("table", "frechet")}}, indent=2) + "\n")
     return 0
 
 

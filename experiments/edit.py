@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="CLIP text prompt mixed into the target (see --audio-weight)")
     p.add_argument("--audio-weight", type=float, default=1.0, help="target = a*audio + (1-a)*text, normalised")
     p.add_argument("--intensity", action="store_true", help="louder sound -> stronger edit")
+    p.add_argument("--adaptive-layer-masking", action="store_true",
+                   help="weight each W+ row's distance by an adapted mask (the CVPR 2022 code's option)")
     p.add_argument("--gif-every", type=int, default=0, help="GIF frame every k steps (0: no GIF)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.add_argument("--allow-silence", action="store_true",
@@ -121,6 +123,7 @@ def run(argv: list[str]) -> int:
         generator=args.generator, audio_encoder=args.audio_encoder, clip=args.clip, steps=args.steps, lr=args.lr,
         lambda_sim=args.lambda_sim, truncation=args.truncation, text_prompt=args.text,
         audio_weight=args.audio_weight, intensity=args.intensity, gif_every=args.gif_every, output_dir=args.out,
+        adaptive_layer_masking=args.adaptive_layer_masking,
         run_name="edit", allow_silence=args.allow_silence, trust_pickle=args.trust_pickle,
     )
     data = EditPairsDataModule(sources=[source_spec(args)], sounds=dict(zip(labels, args.sound)),

@@ -37,6 +37,7 @@ from datamodules.official_frontend import load_official_audio
 from datamodules.output_root import default_output_dir
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper, clip_cache_file
+from lightning_modules.edit_metrics import format_table, make_preservation, per_sound_summary
 from lightning_modules.edit_outputs import (
     make_grid,
     new_run_dir,
@@ -48,6 +49,7 @@ from lightning_modules.edit_outputs import (
     unique_names,
 )
 from lightning_modules.eq2_step import PRECISIONS, Eq2Step, GraphedEq2Step, eq2_loss
+from lightning_modules.layer_masking import AdaptiveLayerMask, row_dist2
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
 
@@ -98,6 +100,7 @@ class EditResult:
     loss_after: torch.Tensor  # (B,)
     w_dist: torch.Tensor  # (B,) ||w - w_s|| (L2 norm over all W+ entries)
     frames: list[torch.Tensor] = field(default_factory=list)  # uint8 (B, 3, h, w) every `gif_every` steps
+    layer_weights: torch.Tensor | None = None  # (B, L) final sigmoid(m) of adaptive layer masking (None: off)
 
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], bool | None]
@@ -119,6 +122,7 @@ def optimise(
     progress: bool = False,
     precision: str = "fp32",
     cuda_graph: bool = False,
+    adaptive_layer_masking: bool = False,
 ) -> EditResult:
     """Eq. 2 for a batch of pairs: w_source (B, L, D), target (B, D), lambda_sim (B,), (B, L) or a scalar.
 
@@ -128,8 +132,11 @@ def optimise(
     (B, 3, H, W) in [-1, 1] and per-pair losses (B,), detached (copy them to keep them: with ``cuda_graph`` they are
     overwritten by the next step); returning True stops the optimisation after that step (a cancel button).
     ``precision`` 'bf16' runs the forward pass under bfloat16 autocast; ``cuda_graph`` replays each step from a
-    captured CUDA graph (`GraphedEq2Step`; CUDA only). Gradients are enabled here even under no_grad (as Lightning's
-    predict loop runs); inference mode cannot be undone from inside and raises.
+    captured CUDA graph (`GraphedEq2Step`; CUDA only). ``adaptive_layer_masking`` weights each W+ row's distance by
+    sigmoid(m_l), updated after every step by the official rule (`lightning_modules.layer_masking`): the step's
+    per-row lambda (B, L) is rewritten in place, so a captured graph reads the new weights too. Gradients are
+    enabled here even under no_grad (as Lightning's predict loop runs); inference mode cannot be undone from inside
+    and raises.
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError("Eq. 2 optimises W+ codes: call it outside inference mode (in a Lightning predict job, "
@@ -147,13 +154,22 @@ def optimise(
         with torch.no_grad():
             source_images = G.synthesis(w_source)
             cos_before = (clip_model.encode_image(source_images) * target).sum(-1)
+    mask = None
+    if adaptive_layer_masking:
+        mask = AdaptiveLayerMask(*w_source.shape[:2], device=w_source.device)
+        base = lam if lam.ndim == 2 else lam[:, None].expand(*w_source.shape[:2])
+        lam = base * mask.weights()
     step_fn = None
     if steps > 0:
         kind = GraphedEq2Step if cuda_graph else Eq2Step
         step_fn = kind(G, clip_model, start, w_source, target, lam, precision=precision)
     bar = tqdm(range(steps), desc="Eq. 2", leave=False, disable=not progress)
     for step in bar:
+        rows = row_dist2(step_fn.w.detach(), w_source) if mask is not None else None  # at this step's forward pass
         images, loss, cos = step_fn(styleclip_lr(step, steps, lr))
+        if mask is not None:  # the rule, then the new weights into the step's lambda (in place)
+            mask.update_(rows)
+            step_fn.lambda_sim.copy_(base * mask.weights())
         if source_images is None:
             source_images, cos_before = images.clone(), cos.clone()
         if gif_every and step % gif_every == 0:
@@ -175,7 +191,7 @@ def optimise(
         w=w.cpu(), images=images, source_images=source_images,
         losses=torch.stack(losses).cpu() if losses else torch.zeros(0, w.shape[0]),
         cos_before=cos_before.cpu(), cos_after=cos.cpu(), loss_after=loss.cpu(), w_dist=dist2.sqrt().cpu(),
-        frames=frames,
+        frames=frames, layer_weights=mask.weights().cpu() if mask is not None else None,
     )
 
 class ManipulationModule(pl.LightningModule):
@@ -197,8 +213,14 @@ class ManipulationModule(pl.LightningModule):
         allow_silence: a clip quieter than loudness_floor_db or shorter than min_sound_seconds is edited anyway and
             flagged (`quiet` in job.json and metrics.json, counted in the summary) when True, the batch default;
             when False the job is refused before any output, naming the clip (the edit command's default).
+        adaptive_layer_masking: weight each W+ row's distance by sigmoid(m_l), adapted after every step by the
+            CVPR 2022 code's rule (`lightning_modules.layer_masking`); off, as in the official code.
         eval_clip, eval_prompt: a second, independent CLIP that scores edited images against
             eval_prompt.format(label=<sound label>) before/after (None: off).
+        preservation: how close each edit stays to its source (`lightning_modules.edit_metrics`): "lpips" (LPIPS-
+            `lpips_net` between source and edit when its ImageNet backbone is cached, or downloadable with
+            `lpips_download`; otherwise the CLIP image-image cosine, named so with the reason) or
+            "clip_image_similarity". The CLIP image similarity uses eval_clip when set, else clip.
         output_dir, run_name: outputs go to a new directory output_dir/run_name-<time> ($AIARTIST_OUTPUT_DIR or
             ./outputs when output_dir is None); nothing existing is overwritten.
         gif_every: record a frame every k steps and write one GIF per pair (0: off).
@@ -230,8 +252,12 @@ class ManipulationModule(pl.LightningModule):
         loudness_floor_db: float = SILENCE_FLOOR_DBFS,
         allow_silence: bool = True,
         min_sound_seconds: float = MIN_DURATION_S,
+        adaptive_layer_masking: bool = False,
         eval_clip: str | None = None,
         eval_prompt: str = "This is a sound of {label}.",
+        preservation: str = "lpips",
+        lpips_net: str = "vgg",
+        lpips_download: bool = False,
         output_dir: str | None = None,
         run_name: str = "manipulation",
         gif_every: int = 0,
@@ -255,6 +281,8 @@ class ManipulationModule(pl.LightningModule):
             raise ValueError(f"sound_crop must be 'center' or 'random', got {sound_crop!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if preservation not in ("lpips", "clip_image_similarity"):
+            raise ValueError(f"preservation must be 'lpips' or 'clip_image_similarity', got {preservation!r}")
         if intensity and intensity_gain <= 1.0:
             raise ValueError(f"intensity_gain must be > 1 for a monotonic intensity mode, got {intensity_gain}")
         self.job_warnings: list[str] = []
@@ -378,7 +406,8 @@ class ManipulationModule(pl.LightningModule):
         return optimise(self.generator, self.clip_model, w_source, target, lambda_sim, steps=hp.steps, lr=hp.lr,
                         w_init=w_init, callback=callback, gif_every=gif_every, frame_size=frame_size,
                         progress=hp.progress and self.global_rank == 0, precision=hp.precision,
-                        cuda_graph=hp.cuda_graph and self.device.type == "cuda")
+                        cuda_graph=hp.cuda_graph and self.device.type == "cuda",
+                        adaptive_layer_masking=hp.adaptive_layer_masking)
 
     # ----------------------------------------------------------------------------------------------- the job
     def prepare_job(self, sources: list[Source], sounds: list[tuple[str, str]]) -> None:
@@ -400,6 +429,9 @@ class ManipulationModule(pl.LightningModule):
             )
         self.targets = self.targets_for(sound_emb)
         self.lambdas = self.lambdas_for(self.loudness).to(self.device)
+        hp = self.hparams
+        self.preservation = make_preservation(hp.preservation, self.eval_clip_model or self.clip_model, hp.lpips_net,
+                                              hp.lpips_download, self.device)
         self.eval_text = None
         if self.eval_clip_model is not None:
             prompts = [self.hparams.eval_prompt.format(label=label) for label, _ in self.sounds]
@@ -443,6 +475,7 @@ class ManipulationModule(pl.LightningModule):
         edited = to_uint8(result.images)
         source = to_uint8(result.source_images)
         pixel_l2 = (result.images - result.source_images).float().pow(2).flatten(1).mean(1).sqrt().cpu()
+        preserved = self.preservation(result.source_images, result.images)
         records = []
         for b in range(index.numel()):
             i, s, k = int(index[b]), int(src[b]), int(snd[b])
@@ -461,10 +494,12 @@ class ManipulationModule(pl.LightningModule):
                 clip_cos_before=float(result.cos_before[b]), clip_cos_after=float(result.cos_after[b]),
                 loss_before=float(result.losses[0, b]) if len(result.losses) else float(result.loss_after[b]),
                 loss_after=float(result.loss_after[b]), w_dist=float(result.w_dist[b]),
-                pixel_l2=float(pixel_l2[b]),
+                pixel_l2=float(pixel_l2[b]), clip_gain=float(result.cos_after[b] - result.cos_before[b]),
+                **{self.preservation.metric: float(preserved[b])},
             )
             if eval_before is not None:
-                rec.update(eval_cos_before=float(eval_before[b]), eval_cos_after=float(eval_after[b]))
+                rec.update(eval_cos_before=float(eval_before[b]), eval_cos_after=float(eval_after[b]),
+                           eval_gain=float(eval_after[b] - eval_before[b]))
             records.append(rec)
             self._records.append({**rec, "thumb": resize_uint8(edited[b][None], self.hparams.grid_cell)[0],
                                   "source_thumb": resize_uint8(source[b][None], self.hparams.grid_cell)[0]})
@@ -522,7 +557,13 @@ class ManipulationModule(pl.LightningModule):
         if pairs and "eval_cos_before" in pairs[0]:
             summary["eval_cos_before_mean"] = float(np.mean([p["eval_cos_before"] for p in pairs]))
             summary["eval_cos_after_mean"] = float(np.mean([p["eval_cos_after"] for p in pairs]))
-        self._write_json(self.run_dir / "metrics.json", {"summary": summary, "pairs": pairs})
+        columns = self.per_sound_columns()
+        per_sound = per_sound_summary(pairs, columns)
+        table = format_table(per_sound, columns)
+        summary["preservation"] = self.preservation.describe()
+        self._write_json(self.run_dir / "metrics.json", {"summary": summary, "per_sound": per_sound, "pairs": pairs})
+        (self.run_dir / "per_sound.txt").write_text(table + "\n")
+        self.per_sound = per_sound
         self.grid_path, self.summary, self.pair_metrics = grid_path, summary, pairs
         logger = self.logger
         if logger is not None and hasattr(logger, "log_image"):
@@ -533,9 +574,23 @@ class ManipulationModule(pl.LightningModule):
             logger.log_image(key="manipulation/grid", images=[grid], caption=[caption])
             logger.log_metrics({f"manipulation/{k}": v for k, v in summary.items()
                                 if isinstance(v, int | float) and not isinstance(v, bool)})
+            if hasattr(logger, "log_table"):
+                logger.log_table(key="manipulation/per_sound", columns=["sound", "pairs", *columns],
+                                 data=[[r["sound"], r["pairs"], *(r.get(c) for c in columns)] for r in per_sound])
+        if pairs:
+            note = f" ({self.preservation.note})" if self.preservation.note else ""
+            rank_zero_info(f"per sound (preservation: {self.preservation.metric}{note}):\n{table}")
         rank_zero_info(f"manipulation: {len(pairs)} edits in {self.run_dir} (grid: {grid_path}); mean CLIP cosine "
                        f"to target {summary['clip_cos_before_mean']:.4f} -> {summary['clip_cos_after_mean']:.4f}"
                        if pairs else f"manipulation: no pairs finished; outputs in {self.run_dir}")
+
+    def per_sound_columns(self) -> list[str]:
+        """Columns of the per-sound table: the CLIP scores and their gain, the independent CLIP's gain when
+        configured, preservation, and the W+ / pixel distances."""
+        cols = ["clip_cos_before", "clip_cos_after", "clip_gain"]
+        if self.eval_clip_model is not None:
+            cols += ["eval_cos_before", "eval_cos_after", "eval_gain"]
+        return cols + [self.preservation.metric, "w_dist", "pixel_l2"]
 
     def _job_description(self) -> dict:
         return {

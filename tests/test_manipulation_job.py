@@ -80,6 +80,17 @@ def test_predict_job_writes_edits_grid_metrics_and_wandb(assets, tmp_path):
                 "lambda_sim", "loudness_db", "source", "sound", "file"):
         assert key in pair, key
     assert (run / pair["file"]).is_file()
+    # Edit metrics: the gain, preservation named by what it is (no LPIPS weights offline), a per-sound table.
+    assert pair["clip_gain"] == pytest.approx(pair["clip_cos_after"] - pair["clip_cos_before"])
+    assert metrics["summary"]["preservation"]["metric"] == "clip_image_similarity"
+    assert "LPIPS unavailable" in metrics["summary"]["preservation"]["note"]
+    assert all(-1.0 <= p["clip_image_similarity"] <= 1.0 + 1e-6 for p in metrics["pairs"])
+    per_sound = {r["sound"]: r for r in metrics["per_sound"]}
+    assert list(per_sound) == list(assets["sounds"])[:3] and all(r["pairs"] == 2 for r in per_sound.values())
+    fire = [p["clip_gain"] for p in metrics["pairs"] if p["sound"] == "fire crackling"]
+    assert per_sound["fire crackling"]["clip_gain"] == pytest.approx(sum(fire) / 2)
+    assert "clip_image_similarity" in (run / "per_sound.txt").read_text().splitlines()[0]
+    assert list(Path(tmp_path).glob("wandb/offline-run-*/files/media/table/manipulation/per_sound*.json"))
     job = json.loads((run / "job.json").read_text())
     assert job["generator"] == {"size": 32, "n_latent": 8} and len(job["sounds"]) == 3
     cap = caption_height(32)
