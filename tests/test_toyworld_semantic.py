@@ -81,8 +81,8 @@ def test_intensity_louder_copy_edits_more_than_a_quieter_copy(demo_run, single_t
     """Intensity on, end to end from the sound file: the same fire clip peaking at 0.99 and 30 dB quieter, through the
     trained encoder, the loudness-scaled lambda_sim, Eq. 2 on the toy StyleGAN2 and the fire detector."""
     import soundfile as sf
-    from lightning_modules.latent_sources import parse_sources
 
+    from datamodules.latent_sources import parse_sources
     from experiments.toyworld.detectors import detector_scores
     from lightning_modules.edit_outputs import slug
     from lightning_modules.manipulation import ManipulationModule
