@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.audio_io import AudioDecodeError, open_audio
+from datamodules.audio_windows import POLICIES as SOUND_WINDOW_POLICIES
 from datamodules.edit_pairs import EditPairsDataModule
 from datamodules.image_io import ImageLoadError, open_image
 from datamodules.input_limits import MAX_IMAGE_PIXELS, file_problem
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intensity", action="store_true", help="louder sound -> stronger edit")
     p.add_argument("--adaptive-layer-masking", action="store_true",
                    help="weight each W+ row's distance by an adapted mask (the CVPR 2022 code's option)")
+    p.add_argument("--window", default="mean", choices=SOUND_WINDOW_POLICIES,
+                   help="which part of each sound the encoder hears (mean of its windows, or one window)")
     p.add_argument("--gif-every", type=int, default=0, help="GIF frame every k steps (0: no GIF)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.add_argument("--allow-silence", action="store_true",
@@ -124,7 +127,7 @@ def run(argv: list[str]) -> int:
         lambda_sim=args.lambda_sim, truncation=args.truncation, text_prompt=args.text,
         audio_weight=args.audio_weight, intensity=args.intensity, gif_every=args.gif_every, output_dir=args.out,
         adaptive_layer_masking=args.adaptive_layer_masking,
-        run_name="edit", allow_silence=args.allow_silence, trust_pickle=args.trust_pickle,
+        run_name="edit", sound_crop=args.window, allow_silence=args.allow_silence, trust_pickle=args.trust_pickle,
     )
     data = EditPairsDataModule(sources=[source_spec(args)], sounds=dict(zip(labels, args.sound)),
                                batch_size=len(args.sound))

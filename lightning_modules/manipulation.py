@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
-from datamodules.edit_sound import read_edit_sound
+from datamodules.audio_windows import POLICIES as SOUND_WINDOW_POLICIES
+from datamodules.audio_windows import read_windows
 from datamodules.latent_sources import Source, source_wplus
 from datamodules.loudness import MIN_DURATION_S, SILENCE_FLOOR_DBFS, QuietAudioError, quiet_reason, rms_dbfs
 from datamodules.official_frontend import load_official_audio
@@ -52,6 +53,7 @@ from lightning_modules.eq2_step import PRECISIONS, Eq2Step, GraphedEq2Step, eq2_
 from lightning_modules.layer_masking import AdaptiveLayerMask, row_dist2
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
+from lightning_modules.sound_embedding import embed_windows
 
 
 def styleclip_lr(step: int, steps: int, lr: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
@@ -205,8 +207,10 @@ class ManipulationModule(pl.LightningModule):
         lambda_sim: weight of the squared W+ distance to the source (0.008 as for faces and paintings;
             the official code uses 0.002 for landscapes).
         truncation: psi for seed sources (0.7).
-        sound_crop: 'center' or 'random' (seeded) crop of clips longer than the encoder's window; shorter ones are
-            zero-padded.
+        sound_crop: which part of a clip the encoder hears (`datamodules.audio_windows`): 'mean' (normalised mean
+            of the embeddings of the clip's consecutive windows; the default), 'center', 'loudest' window, or a
+            'random' (seeded) crop; clips shorter than the window are zero-padded. The official encoder takes
+            whole clips ('random' selects its editing script's crop, anything else its centre crop).
         text_prompt, audio_weight: optional guidance mixing, target = normalise(a * audio + (1 - a) * text).
         intensity: scale lambda_sim by the clip's loudness (`intensity_lambda`); intensity_gain, loudness_floor_db
             (level 0 of the scale, and the silence floor below which a clip counts as too quiet to guide an edit).
@@ -244,7 +248,7 @@ class ManipulationModule(pl.LightningModule):
         lr: float = 0.1,
         lambda_sim: float = 0.008,
         truncation: float = 0.7,
-        sound_crop: str = "center",
+        sound_crop: str = "mean",
         text_prompt: str | None = None,
         audio_weight: float = 1.0,
         intensity: bool = False,
@@ -277,8 +281,8 @@ class ManipulationModule(pl.LightningModule):
             raise ValueError(f"audio_weight must lie in [0, 1], got {audio_weight}")
         if audio_weight < 1.0 and not text_prompt:
             raise ValueError("audio_weight < 1 mixes in a text prompt: set text_prompt")
-        if sound_crop not in ("center", "random"):
-            raise ValueError(f"sound_crop must be 'center' or 'random', got {sound_crop!r}")
+        if sound_crop not in SOUND_WINDOW_POLICIES:
+            raise ValueError(f"sound_crop must be one of {', '.join(SOUND_WINDOW_POLICIES)}, got {sound_crop!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if preservation not in ("lpips", "clip_image_similarity"):
@@ -341,8 +345,8 @@ class ManipulationModule(pl.LightningModule):
     def embed_sounds(self, paths: list[str]) -> tuple[torch.Tensor, list[float]]:
         """Embed each clip once: (K, D) L2-normalised embeddings and each clip's loudness in dBFS.
 
-        Clips of any rate/length are resampled to the encoder's rate and cropped/padded to its window. Which part
-        of each clip was used, and why a clip is too quiet or short to guide an edit (None if it is not), go to
+        Clips of any rate/length go through the window reader (`datamodules.audio_windows`) by `sound_crop`. Which
+        part of each clip was used, and why a clip is too quiet or short to guide an edit (None if it is not), go to
         ``self.sound_info`` (one dict per clip, in order).
         """
         encoder = self._load_audio_encoder()
@@ -356,15 +360,11 @@ class ManipulationModule(pl.LightningModule):
             self.sound_info = [{"duration_s": w.shape[-1] / rate, "used": f"whole clip ({policy} crop of the official "
                                 "preprocessing)", "quiet": self._quiet(w, rate)} for w in waves]
             return F.normalize(emb.float(), dim=-1), [rms_dbfs(w) for w in waves]
-        waves, levels, self.sound_info = [], [], []
-        for k, path in enumerate(paths):
-            crop = torch.Generator().manual_seed(self.hparams.seed * 100_003 + k)
-            sound = read_edit_sound(path, encoder.sample_rate, encoder.clip_samples, self.hparams.sound_crop, crop)
-            levels.append(rms_dbfs(sound.used))
-            waves.append(sound.windows[0])
-            self.sound_info.append({**sound.record(), "quiet": self._quiet(sound.used, encoder.sample_rate)})
-        emb = encoder(torch.stack(waves).to(self.device), augment=False)
-        return F.normalize(emb.float(), dim=-1), levels
+        clips = [read_windows(path, encoder.sample_rate, encoder.clip_samples, policy=self.hparams.sound_crop,
+                              seed=self.hparams.seed * 100_003 + k) for k, path in enumerate(paths)]
+        self.sound_info = [{**clip.as_dict(), "quiet": self._quiet(clip.content(), encoder.sample_rate)}
+                           for clip in clips]
+        return embed_windows(encoder, clips), [rms_dbfs(clip.content()) for clip in clips]
 
     def _quiet(self, used: torch.Tensor, sample_rate: int) -> str | None:
         return quiet_reason(used, sample_rate, self.hparams.loudness_floor_db, self.hparams.min_sound_seconds)

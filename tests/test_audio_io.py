@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from datamodules.audio_io import AudioDecodeError, crop_or_pad, load_audio
-from datamodules.edit_sound import read_edit_sound
+from datamodules.audio_windows import read_windows
 
 
 def _sine(freq: float, rate: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -123,10 +123,10 @@ def test_edit_sound_window_is_crop_or_pad_and_its_span_locates_it(tmp_path, seco
     sr, window = 16000, 16000
     x = np.random.default_rng(1).standard_normal(int(seconds * sr)).astype(np.float32) * 0.1
     sf.write(tmp_path / "clip.wav", x, sr, subtype="FLOAT")
-    sound = read_edit_sound(tmp_path / "clip.wav", sr, window, policy, torch.Generator().manual_seed(5))
+    sound = read_windows(tmp_path / "clip.wav", sr, window, policy, seed=5)
     expected = crop_or_pad(torch.from_numpy(x), window, policy, torch.Generator().manual_seed(5))
     assert torch.equal(sound.windows[0], expected)
     start, end = round(sound.starts_s[0] * sr), round(sound.ends_s[0] * sr)
-    assert torch.equal(sound.used, torch.from_numpy(x[start:end]))
+    assert torch.equal(sound.content(), torch.from_numpy(x[start:end]))
     assert sound.padded == (len(x) < window) and sound.duration_s == pytest.approx(seconds)
     assert sound.describe().startswith(f"{sound.starts_s[0]:.1f}–{sound.ends_s[0]:.1f} s of {seconds:.1f} s")

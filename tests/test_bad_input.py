@@ -113,7 +113,7 @@ def test_2_silent_or_short_clip_is_refused_naming_level_and_floor_unless_allowed
 def test_3_edit_prints_and_records_which_part_of_the_clip_was_used(models, tmp_path, capsys, caplog):
     long = wav(tmp_path / "long.wav", 3.0)
     with caplog.at_level("INFO"):
-        assert run_edit(models, tmp_path / "out", "--seed", "1", "--sound", long) == 0
+        assert run_edit(models, tmp_path / "out", "--seed", "1", "--sound", long, "--window", "center") == 0
     printed = capsys.readouterr().out
     assert f"({long}: 1.0–2.0 s of 3.0 s (center window))" in printed  # 1 s window in the middle of 3 s
     assert f"sound 'long' ({long}): 1.0–2.0 s of 3.0 s (center window)" in caplog.text  # what every job logs

@@ -262,7 +262,7 @@ def test_sounds_embedded_once_with_loudness(tmp_path, gen32_path, tiny_clip_path
     enc = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, clip_seconds=1.0, n_fft=256, n_mels=32)
     enc_path = export_audio_encoder(enc, tmp_path / "enc.pt")
     rng = np.random.default_rng(0)
-    base = (rng.standard_normal(24000) * 0.05).astype(np.float32)  # 1.5 s at 16 kHz: centre-cropped to 1 s
+    base = (rng.standard_normal(24000) * 0.05).astype(np.float32)  # 1.5 s at 16 kHz: two 1 s windows (mean)
     paths = []
     for gain, rate in ((1.0, 16000), (4.0, 16000), (1.0, 8000)):
         p = tmp_path / f"clip_{gain}_{rate}.wav"
@@ -274,12 +274,39 @@ def test_sounds_embedded_once_with_loudness(tmp_path, gen32_path, tiny_clip_path
     original = encoder.forward
     monkeypatch.setattr(encoder, "forward", lambda *a, **k: calls.append(a[0].shape) or original(*a, **k))
     emb, levels = m.embed_sounds(paths)
-    assert calls == [(3, 16000)]  # one encoder call for all clips, each fitted to the 1 s window
+    assert calls == [(6, 16000)]  # one encoder call for all clips' windows: [0, 1) s and the end-aligned [0.5, 1.5) s
+    assert [w["starts_s"] for w in m.sound_info] == [[0.0, 0.5]] * 3
     assert emb.shape == (3, 64) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert levels[1] - levels[0] == pytest.approx(20 * math.log10(4), abs=0.05)
     lam = m.lambdas_for(levels)
     assert lam[1] < lam[0]  # the louder clip edits harder
     assert rms_dbfs(torch.zeros(10)) == pytest.approx(-120.0)
+
+
+def test_center_and_random_sound_crops_are_todays_crops(tmp_path, gen32_path, tiny_clip_path, monkeypatch):
+    """'center' and seeded 'random' feed the encoder exactly what load_audio + crop_or_pad gave before the window
+    reader (the same seeds per clip)."""
+    from datamodules.audio_io import crop_or_pad, load_audio
+
+    enc = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, clip_seconds=1.0, n_fft=256, n_mels=32)
+    enc_path = export_audio_encoder(enc, tmp_path / "enc.pt")
+    rng = np.random.default_rng(1)
+    paths = []
+    for k, (seconds, rate) in enumerate(((3.2, 16000), (2.5, 44100))):
+        paths.append(str(tmp_path / f"c{k}.wav"))
+        sf.write(paths[-1], (rng.standard_normal(int(seconds * rate)) * 0.1).astype(np.float32), rate)
+    for crop in ("center", "random"):
+        m = make_module(gen32_path, tiny_clip_path, audio_encoder=str(enc_path), sound_crop=crop, seed=4)
+        encoder, fed = m._load_audio_encoder(), []
+        original = encoder.forward
+        monkeypatch.setattr(encoder, "forward",
+                            lambda *a, _fed=fed, _orig=original, **k: _fed.append(a[0].clone()) or _orig(*a, **k))
+        emb, _ = m.embed_sounds(paths)
+        old = torch.stack([crop_or_pad(load_audio(p, 16000), 16000, crop,
+                                       torch.Generator().manual_seed(4 * 100_003 + k)) for k, p in enumerate(paths)])
+        assert len(fed) == 1 and torch.equal(fed[0], old)
+        torch.testing.assert_close(emb, original(old, augment=False), rtol=0, atol=1e-6)
+        assert all(w["policy"] == crop and len(w["starts_s"]) == 1 for w in m.sound_info)
 
 
 # ------------------------------------------------------------------------------------------------- DDP padding

@@ -91,8 +91,11 @@ def test_predict_job_writes_edits_grid_metrics_and_wandb(assets, tmp_path):
     assert per_sound["fire crackling"]["clip_gain"] == pytest.approx(sum(fire) / 2)
     assert "clip_image_similarity" in (run / "per_sound.txt").read_text().splitlines()[0]
     assert list(Path(tmp_path).glob("wandb/offline-run-*/files/media/table/manipulation/per_sound*.json"))
+    # the part of each 1.2 s clip the 1 s encoder heard: one window (a 0.2 s tail is under half a window)
+    assert pair["sound_used"] == "0.0–1.0 s of 1.2 s (mean of 1 window)"
     job = json.loads((run / "job.json").read_text())
     assert job["generator"] == {"size": 32, "n_latent": 8} and len(job["sounds"]) == 3
+    assert job["sounds"][0]["starts_s"] == [0.0] and job["sounds"][0]["duration_s"] == 1.2
     cap = caption_height(32)
     assert Image.open(run / "grid.png").size == (4 * 32, cap + 2 * 32)  # source column + 3 sounds; 2 rows
     assert sorted(p.name for p in (run / "sources").glob("*.png")) == ["seed0.png", "seed1.png"]
@@ -177,6 +180,7 @@ def test_single_edit_command(assets, tmp_path, capsys):
     out = capsys.readouterr().out
     png = Path(out.strip().splitlines()[-1].split(":")[0])
     assert png.is_file() and png.parent.name == "edits" and "CLIP cosine" in out
+    assert ": 0.0–1.0 s of 1.2 s (mean of 1 window))" in out
     rc = edit.main(["--sound", assets["sounds"]["rain"], "--seed", "7", "--generator", str(tmp_path / "G.pt"),
                     "--audio-encoder", assets["audio_encoder"], "--clip", assets["clip"], "--out", str(tmp_path)])
     assert rc == 1 and str(tmp_path / "G.pt") in capsys.readouterr().err
