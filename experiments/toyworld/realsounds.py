@@ -69,12 +69,13 @@ def sha256(path: Path) -> str:
 
 
 def licence_of(copyright_text: str, path: str) -> str:
-    """The licence a Debian machine-readable copyright file gives `path` (the last matching Files: stanza wins).
+    """The licence a Debian machine-readable copyright file gives `path`.
 
     Source-tree patterns and installed paths differ in their leading directories, so every trailing part of the
     path is matched against every trailing part of a pattern that keeps at least two components (a bare "*" only
-    as written). Unparsable: "see the package's copyright file"."""
-    found = None
+    as written). The longest matching pattern part wins (the most specific stanza), later stanzas on ties as in
+    DEP-5. Unparsable: "see the package's copyright file"."""
+    found, best = None, -1
     for stanza in copyright_text.split("\n\n"):
         lines = stanza.splitlines()
         patterns, licence, in_files = [], None, False
@@ -93,8 +94,9 @@ def licence_of(copyright_text: str, path: str) -> str:
         parts = path.split("/")
         tails = ["/".join(parts[i:]) for i in range(len(parts))]
         pattern_tails = {"/".join(q.split("/")[i:]) for q in patterns for i in range(max(1, q.count("/")))}
-        if any(fnmatch.fnmatch(t, q) for q in pattern_tails for t in tails):
-            found = licence
+        matched = [len(q) for q in pattern_tails for t in tails if fnmatch.fnmatch(t, q)]
+        if matched and max(matched) >= best:
+            found, best = licence, max(matched)
     return found or "see the package's copyright file"
 
 
