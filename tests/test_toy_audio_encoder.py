@@ -69,3 +69,13 @@ def test_held_out_recordings_score_what_the_metrics_file_records(encoder, text):
     report = listen(encoder, text, list(ATTRIBUTES), cache / "validation")
     assert report.per_class() == pytest.approx(recorded["per_class_top1"])
     assert report.macro() == pytest.approx(recorded["macro_top1"])
+
+
+def test_toy_world_manipulation_config_names_the_committed_models():
+    from experiments import manipulate
+
+    repo = WEIGHTS.parents[2]
+    cli = manipulate.main(["--config", str(repo / "experiments/manipulation/toyworld.yaml")], run=False)
+    hp = cli.model.hparams
+    assert (repo / hp.audio_encoder).resolve() == ENCODER.resolve() and hp.sound_crop == "mean"
+    assert (repo / hp.clip).resolve() == CLIP.resolve() and (repo / hp.generator).is_file()
