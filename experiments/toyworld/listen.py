@@ -130,8 +130,8 @@ def confusion_png(report: ListenReport, path: str | Path, cell: int = 56) -> Pat
     draw = ImageDraw.Draw(img)
     for j, label in enumerate(labels):  # column titles, written upwards
         txt = Image.new("RGB", (top - 6, 16), "white")
-        ImageDraw.Draw(txt).text((0, 1), label, font=font, fill="black")
-        img.paste(txt.rotate(90, expand=True), (left + j * cell + cell // 2 - 8, 4))
+        ImageDraw.Draw(txt).text((4, 1), label, font=font, fill="black")
+        img.paste(txt.rotate(90, expand=True), (left + j * cell + cell // 2 - 8, 2))
     for i, row_label in enumerate(rows):
         total = max(1, int(counts[i].sum()))
         draw.text((4, top + i * cell + cell // 2 - 7), f"{row_label} ({total})", font=font, fill="black")
