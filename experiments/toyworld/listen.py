@@ -25,10 +25,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from datamodules.audio_io import AudioDecodeError
 from datamodules.audio_windows import POLICIES, read_windows
+from datamodules.output_root import default_output_dir
 from experiments.toyworld.paintings import ATTRIBUTES, PROMPT_TEMPLATE
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
-from lightning_modules.edit_outputs import default_output_dir, new_run_dir
+from lightning_modules.edit_outputs import new_run_dir
 from lightning_modules.sound_embedding import embed_windows
 
 TOY_CLIP = "experiments/toyworld/weights/toy_clip.pt"
