@@ -31,7 +31,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from datamodules.audio_io import AudioDecodeError
+from datamodules.audio_io import AudioDecodeError, open_audio
 
 POLICIES = ("center", "loudest", "mean", "random")
 DEFAULT_MAX_WINDOWS = 256
@@ -90,10 +90,7 @@ class _Source:
 
     def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
         self.path = os.fspath(path)
-        try:
-            self.file = sf.SoundFile(self.path)
-        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
-            raise AudioDecodeError(f"{path}: cannot decode audio ({err})") from err
+        self.file = open_audio(path)  # named reasons: missing, empty, not audio, damaged header
         self.file_rate, self.frames = int(self.file.samplerate), int(self.file.frames)
         if self.frames <= 0:
             self.file.close()
@@ -126,7 +123,7 @@ class _Source:
             self.file.seek(start)
             data = self.file.read(stop - start, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as err:
-            raise AudioDecodeError(f"{self.path}: cannot decode audio ({err})") from err
+            raise AudioDecodeError(f"{self.path}: truncated or corrupt audio ({err})") from err
         if not np.isfinite(data).all():
             raise AudioDecodeError(f"{self.path}: the file holds NaN or infinite samples")
         return torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0].copy())
