@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from datamodules.audio_io import AudioDecodeError
 from datamodules.audio_windows import POLICIES, read_windows
 from datamodules.output_root import default_output_dir
+from experiments.cli_errors import run_cli
 from experiments.toyworld.paintings import ATTRIBUTES, PROMPT_TEMPLATE
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
@@ -214,4 +215,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "python -m experiments.toyworld.listen", strip_debug=True))

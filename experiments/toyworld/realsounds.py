@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.cli_errors import run_cli
+
 MANIFEST = Path(__file__).with_name("realsounds.csv")
 VALIDATION_PACKAGE = "redeclipse-data"
 CLASSES = ("fire crackling", "rain", "wind", "explosion", "thunderstorm")
@@ -196,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "python -m experiments.toyworld.realsounds", strip_debug=True))

@@ -31,6 +31,7 @@ from datamodules.audio_io import load_audio
 from datamodules.audio_windows import read_windows
 from datamodules.recording_chain import record
 from datamodules.soundzoo import synthesize
+from experiments.cli_errors import run_cli
 from experiments.toyworld.listen import listen
 from experiments.toyworld.paintings import ATTRIBUTES, PROMPT_TEMPLATE
 from experiments.toyworld.realsounds import cache_dir, local_path, missing, read_manifest
@@ -233,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "python -m experiments.toyworld.train_audio", strip_debug=True))
