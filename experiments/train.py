@@ -87,22 +87,20 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-class AudioCLIPCLI(LightningCLI):
-    def __init__(self, **kwargs: Any) -> None:
+class RunDirCLI(LightningCLI):
+    """A LightningCLI with the run-dir conventions above (checkpoints, stable W&B id, resume, never overwrite)."""
+
+    default_run_dir = "outputs/run"
+
+    def __init__(self, model_class, datamodule_class=None, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", SaveRunConfig)
         kwargs.setdefault("auto_configure_optimizers", False)  # the module configures its own optimiser
-        super().__init__(AudioCLIPModule, VGGSoundDataModule, **kwargs)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # One source of truth: the encoder's front end runs at the data's rate, its clip length is the
-        # evaluation length of the data (what eval and manipulation crop to).
-        parser.link_arguments("data.sample_rate", "model.encoder.init_args.sample_rate")
-        parser.link_arguments("data.clip_seconds", "model.encoder.init_args.clip_seconds")
+        super().__init__(model_class, datamodule_class, **kwargs)
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         trainer = cfg.trainer
-        run_dir = run_dir_for(trainer.default_root_dir or "outputs/audio_clip")
+        run_dir = run_dir_for(trainer.default_root_dir or self.default_run_dir)
         trainer.default_root_dir = str(run_dir)
         for callback in _as_list(trainer.callbacks):
             if str(callback.class_path).endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
@@ -123,6 +121,19 @@ class AudioCLIPCLI(LightningCLI):
                 raise SystemExit(
                     f"{run_dir} already holds checkpoints ({existing_checkpoints(run_dir)[0].name}, ...): pass "
                     "--ckpt_path last to resume, or choose another --trainer.default_root_dir for a new run.")
+
+
+class AudioCLIPCLI(RunDirCLI):
+    default_run_dir = "outputs/audio_clip"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(AudioCLIPModule, VGGSoundDataModule, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # One source of truth: the encoder's front end runs at the data's rate, its clip length is the
+        # evaluation length of the data (what eval and manipulation crop to).
+        parser.link_arguments("data.sample_rate", "model.encoder.init_args.sample_rate")
+        parser.link_arguments("data.clip_seconds", "model.encoder.init_args.clip_seconds")
 
 
 def finish_wandb(trainer: Trainer) -> None:

@@ -1,0 +1,102 @@
+"""MapperModule (lightning_modules/mapper.py) on a tiny random world: the loss is Eq. 2's `eq2_loss` at w + dw, the
+training sounds are embedded once per run, and a short training runs through the CLI (fit, resume, W&B grid)."""
+
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from datamodules.soundzoo import write_sound_set
+from experiments import train_mapper
+from lightning_modules.audio_export import export_audio_encoder
+from lightning_modules.manipulation import eq2_loss
+from lightning_modules.mapper import MapperModule
+from lightning_modules.networks.audio_encoder import AudioEncoder
+from lightning_modules.networks.mapper import load_mapper
+
+CLASSES = ["fire crackling", "rain", "wind"]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory, tiny_generator_path, tiny_clip_path):
+    root = tmp_path_factory.mktemp("mapper_world")
+    torch.manual_seed(0)
+    encoder = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, n_mels=32, n_fft=256, clip_seconds=0.5)
+    enc_path = export_audio_encoder(encoder.eval(), root / "encoder.pt")
+    sounds = write_sound_set(root / "soundzoo", clips_per_class=3, seconds=0.5)
+    return {"generator": tiny_generator_path, "clip": tiny_clip_path, "audio_encoder": str(enc_path),
+            "sound_set": str(sounds)}
+
+
+def _module(world, **kw) -> MapperModule:
+    return MapperModule(**world, classes=CLASSES, n_layers=2, batch_size=4, pairs_per_epoch=16,
+                        val_sources=[0, 1], **kw)
+
+
+def test_loss_is_eq2_at_the_mapped_code(tiny_world, single_thread):
+    module = _module(tiny_world, lambda_delta=0.02, output_scale=1.0)
+    module.setup("fit")
+    w, e = module.sample_pairs(torch.tensor([1_000_000, 1_000_001, 1_000_002, 1_000_003]))
+    out = module.pair_loss(w, e)
+    # by hand: the edited code, its image, CLIP's embedding, Eq. 2
+    w_edit = w + module.mapper.delta(w, e)
+    image_emb = module.clip_model.encode_image(module.generator.synthesis(w_edit))
+    cos = (image_emb * F.normalize(e, dim=-1)).sum(-1)
+    expected = (1 - cos) + 0.02 * (w_edit - w).pow(2).sum((1, 2))
+    torch.testing.assert_close(out["loss"], expected)
+    lam = torch.full((4,), 0.02)
+    torch.testing.assert_close(out["loss"], eq2_loss(image_emb, e, w_edit, w, lam)[0])
+    assert (out["dist2"] > 0).all()  # the mapper really moved the codes
+    # the same seeds draw the same pairs
+    w2, e2 = module.sample_pairs(torch.tensor([1_000_000, 1_000_001, 1_000_002, 1_000_003]))
+    assert torch.equal(w, w2) and torch.equal(e, e2)
+
+
+def test_training_sounds_are_embedded_once(tiny_world, single_thread, monkeypatch):
+    calls = []
+    original = AudioEncoder.forward
+    monkeypatch.setattr(AudioEncoder, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    module = _module(tiny_world, text_ratio=0.0)
+    module.setup("fit")
+    n_calls = len(calls)
+    assert n_calls == module.encoder_calls == 1  # 6 training + 3 validation clips in one batch
+    assert module.audio_emb.shape == (6, 64) and module.val_emb.shape == (3, 64)
+    for step in range(3):
+        w, e = module.sample_pairs(torch.arange(4) + 1_000_000 + 4 * step)
+        module.training_step(torch.arange(4) + 1_000_000 + 4 * step, step)
+        # text_ratio 0: every target is one of the cached audio embeddings
+        assert all(any(torch.equal(t, a) for a in module.audio_emb) for t in e)
+    module.setup("validate")
+    assert len(calls) == n_calls  # no encoder call per step or per stage
+
+
+def test_cli_fit_resume_and_grid(tiny_world, tmp_path, single_thread):
+    run_dir = tmp_path / "run"
+    args = ["fit", "--config", "experiments/mapper/toyworld.yaml",
+            *(f"--model.{k}={v}" for k, v in tiny_world.items()),
+            f"--model.classes={CLASSES}", "--model.n_layers=2", "--model.batch_size=2", "--model.pairs_per_epoch=8",
+            "--model.val_sources=[0]", "--model.prompt_template=This is a sound of {label}.",
+            f"--trainer.default_root_dir={run_dir}", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+            "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.save_last=true", "--trainer.callbacks.every_n_train_steps=2",
+            "--trainer.enable_progress_bar=false"]
+    train_mapper.main(args)
+    mapper = load_mapper(run_dir / "mapper.pt")
+    assert mapper.meta["global_step"] == 4 and mapper.meta["audio_encoder"] == tiny_world["audio_encoder"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(k.startswith("mapper.") for k in ckpt["state_dict"])  # frozen G / CLIP stay out of checkpoints
+    grids = list(run_dir.glob("wandb/offline-run-*/files/media/images/mapper/*.png"))
+    assert len(grids) == 2  # steps 2 and 4
+
+    # a fresh run refuses the directory; --ckpt_path last resumes from step 4 to 6 and exports beside the first
+    with pytest.raises(SystemExit, match="already holds checkpoints"):
+        train_mapper.main(args)
+    train_mapper.main([*[a for a in args if not a.startswith("--trainer.max_steps")], "--trainer.max_steps=6",
+                       "--ckpt_path", "last"])
+    resumed = load_mapper(run_dir / "mapper-2.pt")
+    assert resumed.meta["global_step"] == 6
+    assert Path(run_dir / "mapper.pt").is_file()  # the first export is kept
+    assert sf.info(next(Path(tiny_world["sound_set"]).glob("*.flac"))).samplerate == 16000
