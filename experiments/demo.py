@@ -95,6 +95,21 @@ def judge_toyworld(edit_dir: Path, clip_path: str, generator_path: str, cfg: dic
     return out
 
 
+def train_audio_encoder(cfg: dict, clip_path: str, soundzoo: Path, audio_dir: Path,
+                        models_dir: Path) -> tuple[Path, str, float | None]:
+    """The demo's stage 2 (audio config + overrides of `cfg`): (exported encoder, checkpoint, val top-1)."""
+    wandb.finish()  # a W&B run left open in this process would otherwise absorb the demo's training run
+    with manipulate.own_argv():
+        fit = train.main(["fit", "--config", cfg["audio"]["config"], f"--model.clip_model={clip_path}",
+                          f"--data.root={soundzoo}", f"--trainer.default_root_dir={audio_dir}",
+                          *cfg["audio"].get("overrides", [])])
+    best = fit.trainer.checkpoint_callback.best_model_path or str(audio_dir / "checkpoints" / "last.ckpt")
+    top1 = fit.trainer.checkpoint_callback.best_model_score
+    encoder_path = export_audio_encoder(load_audio_encoder(best), models_dir / "audio_encoder.pt")
+    wandb.finish()  # close the training run, so the edits get a W&B run of their own
+    return encoder_path, best, None if top1 is None else float(top1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -117,15 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     audio_dir = run / "audio_clip"
-    wandb.finish()  # a W&B run left open in this process would otherwise absorb the demo's training run
-    with manipulate.own_argv():
-        fit = train.main(["fit", "--config", cfg["audio"]["config"], f"--model.clip_model={clip_path}",
-                          f"--data.root={soundzoo}", f"--trainer.default_root_dir={audio_dir}",
-                          *cfg["audio"].get("overrides", [])])
-    best = fit.trainer.checkpoint_callback.best_model_path or str(audio_dir / "checkpoints" / "last.ckpt")
-    top1 = fit.trainer.checkpoint_callback.best_model_score
-    encoder_path = export_audio_encoder(load_audio_encoder(best), run / "models" / "audio_encoder.pt")
-    wandb.finish()  # close the training run, so the edits get a W&B run of their own
+    encoder_path, best, top1 = train_audio_encoder(cfg, clip_path, soundzoo, audio_dir, run / "models")
     times["audio encoder training"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", default="mean", choices=SOUND_WINDOW_POLICIES,
                    help="which part of each sound the encoder hears (mean of its windows, or one window)")
     p.add_argument("--gif-every", type=int, default=0, help="GIF frame every k steps (0: no GIF)")
+    p.add_argument("--mode", default="optimise", choices=["optimise", "mapper", "refine"],
+                   help="optimise: Eq. 2 from the source; mapper: one forward pass of --mapper; refine: the mapper's "
+                   "output, then --refine-steps Eq. 2 steps")
+    p.add_argument("--mapper", help="trained SoundMapper file (experiments.train_mapper) for --mode mapper/refine")
+    p.add_argument("--strength", type=float, default=1.0, help="scales the edit (0: the source; < 0: away from it)")
+    p.add_argument("--refine-steps", type=int, default=20, help="Eq. 2 steps after the mapper in --mode refine")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.add_argument("--allow-silence", action="store_true",
                    help="edit with a clip below the silence floor or shorter than 0.25 s (flagged in metrics.json)")
@@ -128,6 +134,7 @@ def run(argv: list[str]) -> int:
         audio_weight=args.audio_weight, intensity=args.intensity, gif_every=args.gif_every, output_dir=args.out,
         adaptive_layer_masking=args.adaptive_layer_masking,
         run_name="edit", sound_crop=args.window, allow_silence=args.allow_silence, trust_pickle=args.trust_pickle,
+        mode=args.mode, mapper=args.mapper, strength=args.strength, refine_steps=args.refine_steps,
     )
     data = EditPairsDataModule(sources=[source_spec(args)], sounds=dict(zip(labels, args.sound)),
                                batch_size=len(args.sound))

@@ -52,6 +52,7 @@ from lightning_modules.edit_outputs import (
 from lightning_modules.eq2_step import PRECISIONS, Eq2Step, GraphedEq2Step, eq2_loss
 from lightning_modules.layer_masking import AdaptiveLayerMask, row_dist2
 from lightning_modules.networks.checkpoints import load_generator
+from lightning_modules.networks.mapper import SoundMapper, load_mapper
 from lightning_modules.networks.official_audio_encoder import OfficialAudioEncoder
 from lightning_modules.sound_embedding import embed_windows
 
@@ -237,6 +238,12 @@ class ManipulationModule(pl.LightningModule):
             edit with one launch per step instead of hundreds; ignored on the CPU. benchmarks/RESULTS.md has the
             numbers for both knobs.
         trust_pickle: let a generator pickle you trust name code outside the StyleGAN allowlist (off: refused).
+        mode: 'optimise' (Eq. 2 from the source, the paper's method), 'mapper' (one forward pass of a trained
+            SoundMapper) or 'refine' (the mapper's output as the start of refine_steps Eq. 2 steps); see edit_modes.
+        mapper: the SoundMapper file for modes mapper/refine (experiments.train_mapper; toy world: toy_mapper.pt).
+        strength: scales the edit's displacement from the source, w_s + strength * (w - w_s), in every mode
+            (1: as found; 0: the source; negative: away from the sound).
+        refine_steps: Eq. 2 steps after the mapper in refine mode.
     """
 
     def __init__(
@@ -273,8 +280,15 @@ class ManipulationModule(pl.LightningModule):
         precision: str = "fp32",
         cuda_graph: bool = False,
         trust_pickle: bool = False,
+        mode: str = "optimise",
+        mapper: str | None = None,
+        strength: float = 1.0,
+        refine_steps: int = 20,
     ) -> None:
         super().__init__()
+        from lightning_modules.edit_modes import check_mode  # (edit_modes builds on this file's optimise)
+
+        check_mode(mode, mapper or None)
         if steps < 0 or lr <= 0 or lambda_sim < 0:
             raise ValueError(f"need steps >= 0, lr > 0, lambda_sim >= 0; got {steps}, {lr}, {lambda_sim}")
         if not 0.0 <= audio_weight <= 1.0:
@@ -299,6 +313,7 @@ class ManipulationModule(pl.LightningModule):
         # Frozen CLIP models are plain objects (not submodules): they never enter state dicts.
         self.clip_model: CLIPWrapper | None = None
         self.eval_clip_model: CLIPWrapper | None = None
+        self.mapper: SoundMapper | None = None
         self.run_dir: Path | None = None
 
     # ----------------------------------------------------------------------------------------------- models
@@ -311,6 +326,8 @@ class ManipulationModule(pl.LightningModule):
             self.clip_model = CLIPWrapper(self.hparams.clip)
         if self.hparams.eval_clip and self.eval_clip_model is None:
             self.eval_clip_model = CLIPWrapper(self.hparams.eval_clip)
+        if self.hparams.mode != "optimise" and self.mapper is None:
+            self.mapper = load_mapper(self.hparams.mapper)
 
     def missing_inputs(self) -> list[tuple[str, str]]:
         """(what, expected path) for each weight file the job needs that is not on disk (CLIP names: the cache)."""
@@ -319,6 +336,8 @@ class ManipulationModule(pl.LightningModule):
             missing.append(("generator checkpoint (model.generator)", hp.generator))
         if hp.audio_encoder and not Path(hp.audio_encoder).is_file():
             missing.append(("audio encoder (model.audio_encoder)", hp.audio_encoder))
+        if hp.mode != "optimise" and not Path(hp.mapper).is_file():
+            missing.append(("sound mapper (model.mapper)", hp.mapper))
         for key in ("clip", "eval_clip"):
             name = hp[key]
             if name and not Path(name).is_file():
@@ -463,9 +482,17 @@ class ManipulationModule(pl.LightningModule):
         if index.numel() == 0:
             return []
         src, snd = batch["source_index"].cpu()[keep], batch["sound_index"].cpu()[keep]
-        result = self.optimise(self.w_sources[src.to(self.w_sources.device)], self.targets[snd.to(self.device)],
-                               self.lambdas[snd.to(self.device)], gif_every=self.hparams.gif_every,
-                               frame_size=min(256, self.hparams.grid_cell))
+        from lightning_modules.edit_modes import run_edit  # (edit_modes builds on this file's optimise)
+
+        hp = self.hparams
+        if self.mapper is not None:
+            self.mapper.to(self.device)
+        result = run_edit(self.generator, self.clip_model, self.w_sources[src.to(self.w_sources.device)],
+                          self.targets[snd.to(self.device)], self.lambdas[snd.to(self.device)], mode=hp.mode,
+                          mapper=self.mapper, strength=hp.strength, steps=hp.steps, lr=hp.lr,
+                          refine_steps=hp.refine_steps, gif_every=hp.gif_every, frame_size=min(256, hp.grid_cell),
+                          progress=hp.progress and self.global_rank == 0, precision=hp.precision,
+                          cuda_graph=hp.cuda_graph and self.device.type == "cuda")
         eval_before = eval_after = None
         if self.eval_clip_model is not None:
             with torch.no_grad():

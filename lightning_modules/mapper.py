@@ -264,6 +264,8 @@ class MapperModule(pl.LightningModule):
         gain = (out["cos"] - cos_before).mean()
         self.log_dict({"val/loss": out["loss"].mean(), "val/cos_gain": gain, "val/cos": out["cos"].mean(),
                        "val/delta_norm": out["dist2"].sqrt().mean()}, batch_size=len(w), sync_dist=True)
+        rank_zero_info(f"mapper step {self.global_step}: val loss {out['loss'].mean().item():.4f}, CLIP cosine "
+                       f"gain {gain.item():+.4f}, ||dw|| {out['dist2'].sqrt().mean().item():.3f}")
         if self.global_rank == 0 and self.logger is not None and hasattr(self.logger, "log_image"):
             cell = 64
             src = resize_uint8(to_uint8(source_images), cell)

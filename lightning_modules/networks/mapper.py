@@ -72,6 +72,8 @@ class GroupMLP(nn.Module):
         dims = [first_in] + [hidden] * (n_layers - 1)
         self.hidden = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul, activation=True) for a, b in zip(dims, dims[1:]))
         self.out = EqualLinear(hidden, style_dim, lr_mul=lr_mul)
+        with torch.no_grad():  # dw = 0 at initialisation: training starts from the identity edit
+            self.out.weight.zero_()
         if conditioning == "film":
             self.gamma = nn.ModuleList(EqualLinear(embed_dim, hidden) for _ in self.hidden)
             self.beta = nn.ModuleList(EqualLinear(embed_dim, hidden) for _ in self.hidden)

@@ -1,0 +1,147 @@
+"""The sound mapper against Eq. 2's optimisation in the toy world: edit quality by detectors, preservation, and time
+per edit (one CPU thread), in the same run on the same sources and sounds.
+
+    python benchmarks/bench_mapper.py --audio-encoder ENC [--mapper experiments/toyworld/weights/toy_mapper.pt ...]
+
+Sources: the demo's 16 paintings (seeds 0-15, psi 0.7; the mapper trains on other z draws). Sounds: fresh clips of
+the seven paper sounds (the demo's seeds 10000+k, 2 s, centre window), embedded by ENC — the encoder the mapper was
+trained with (`toy_mapper.json` names it; `make bench-mapper` trains make demo's one, which is deterministic).
+Optimisation: `optimise` with the demo's settings (100 steps, lr 0.1, lambda_sim 0.003) at its best batch (28
+pairs, as the demo runs it). Mapper: `SoundMapper.edit` + synthesis, all 112 pairs in one batch. Quality: the toy
+world's hand-written detectors and the toy CLIP's class probability (`experiments.toyworld.judge.judge`), pixel L2
+between source and edit (RMS over pixels in [-1, 1]). Times: median of repeats, wall from embeddings to final images,
+scoring excluded. Several --mapper files (e.g. FiLM vs concatenation) are judged side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.soundzoo import synthesize
+from experiments.toyworld.judge import judge
+from experiments.toyworld.paintings import ATTRIBUTES
+from lightning_modules.audio_export import load_audio_encoder
+from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.latent_sources import parse_sources, source_wplus
+from lightning_modules.manipulation import optimise
+from lightning_modules.networks.checkpoints import load_generator
+from lightning_modules.networks.mapper import load_mapper
+
+WEIGHTS = Path(__file__).parents[1] / "experiments" / "toyworld" / "weights"
+DETECTED = ("fire crackling", "rain", "thunderstorm")  # the attributes whose detectors the issue's bar uses
+
+
+@torch.no_grad()
+def sound_embeddings(encoder_path: str, seed: int = 10_000, seconds: float = 2.0) -> torch.Tensor:
+    """(7, E) embeddings of fresh clips of the seven sounds (the demo's edit clips), centre window."""
+    encoder = load_audio_encoder(encoder_path).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        waves = []
+        for k, label in enumerate(ATTRIBUTES):
+            path = Path(tmp) / f"{k}.wav"
+            sf.write(path, synthesize(label, seed + k, seconds=seconds), 16000)
+            waves.append(crop_or_pad(load_audio(path, encoder.sample_rate), encoder.clip_samples, mode="center"))
+    return F.normalize(encoder(torch.stack(waves), augment=False).float(), dim=-1)
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def quality(w_edit: torch.Tensor, w_src: torch.Tensor, sounds: list[str], G, clip_model) -> dict:
+    edits = [{"w_plus": a, "w_source": b, "sound": s} for a, b, s in zip(w_edit, w_src, sounds)]
+    with torch.no_grad():
+        l2 = (G.synthesis(w_edit) - G.synthesis(w_src)).pow(2).flatten(1).mean(1).sqrt()
+    return {"judge": judge(edits, G, clip_model), "pixel_l2": l2.mean().item(),
+            "w_dist": (w_edit - w_src).flatten(1).norm(dim=1).mean().item()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--audio-encoder", required=True)
+    p.add_argument("--mapper", action="append", help="mapper file(s) (default: the committed toy mapper)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--lambda-sim", type=float, default=0.003)
+    p.add_argument("--opt-batch", type=int, default=28)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch "
+          f"{torch.__version__}, 1 intra-op thread")
+    G = load_generator(WEIGHTS / "toy_stylegan2.pt").eval().requires_grad_(False)
+    clip_model = CLIPWrapper(str(WEIGHTS / "toy_clip.pt"))
+    emb = sound_embeddings(args.audio_encoder)
+    sources = source_wplus(parse_sources(list(range(16))), G, 0.7)
+    w_src = sources.repeat_interleave(len(ATTRIBUTES), 0)  # (112, L, D): source-major, like the demo's pairs
+    e = emb.repeat(len(sources), 1)
+    sounds = list(ATTRIBUTES) * len(sources)
+    results = {"n_pairs": len(w_src), "load_average": os.getloadavg()[0]}
+
+    t = time.perf_counter()
+    w_opt = torch.cat([optimise(G, clip_model, w_src[i:i + args.opt_batch], e[i:i + args.opt_batch],
+                                args.lambda_sim, steps=args.steps, lr=0.1).w
+                       for i in range(0, len(w_src), args.opt_batch)])
+    full = time.perf_counter() - t
+    batch = lambda: optimise(G, clip_model, w_src[:args.opt_batch], e[:args.opt_batch], args.lambda_sim,
+                             steps=args.steps, lr=0.1)
+    per_edit_opt = median_time(batch, args.repeats) / args.opt_batch
+    results["optimise"] = {"seconds_per_edit": per_edit_opt, "all_112_once_s": full,
+                           **quality(w_opt, w_src, sounds, G, clip_model)}
+
+    for path in args.mapper or [str(WEIGHTS / "toy_mapper.pt")]:
+        mapper = load_mapper(path)
+
+        def run(mapper=mapper):
+            with torch.no_grad():
+                return G.synthesis(mapper.edit(w_src, e))
+
+        run()  # warm-up
+        per_edit = median_time(run, max(args.repeats, 5)) / len(w_src)
+        with torch.no_grad():
+            w_map = mapper.edit(w_src, e)
+        results[f"mapper {mapper.config['conditioning']} ({Path(path).name})"] = {
+            "seconds_per_edit": per_edit, "speedup_vs_optimise": per_edit_opt / per_edit,
+            **quality(w_map, w_src, sounds, G, clip_model)}
+
+    print("\n| method | s per edit | " + " | ".join(f"{a.split()[0]} det. rose" for a in DETECTED)
+          + " | P(class) rose (mean of 7) | pixel L2 | ‖Δw‖ |")
+    print("|---|---|" + "---|" * (len(DETECTED) + 3))
+    for name, r in results.items():
+        if not isinstance(r, dict):
+            continue
+        j = r["judge"]
+        rose = " | ".join(f"{j[a]['detector_rose_share']:.0%}" for a in DETECTED)
+        prob = statistics.mean(j[a]["clip_prob_rose_share"] for a in ATTRIBUTES)
+        print(f"| {name} | {r['seconds_per_edit'] * 1e3:.2f} ms | {rose} | {prob:.0%} | {r['pixel_l2']:.4f} | "
+              f"{r['w_dist']:.2f} |")
+    for name, r in results.items():
+        if isinstance(r, dict) and name != "optimise":
+            print(f"{name}: {r['speedup_vs_optimise']:.0f}x less time per edit than optimise")
+    print("\nper sound (detector rose / P(class) rose): " + "; ".join(
+        f"{a}: " + ", ".join(f"{n.split(' (')[0]} {r['judge'][a]['detector_rose_share']:.0%}/"
+                             f"{r['judge'][a]['clip_prob_rose_share']:.0%}"
+                             for n, r in results.items() if isinstance(r, dict)) for a in ATTRIBUTES))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
