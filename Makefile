@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint toyworld toy-audio bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip bench-frame-cache
+.PHONY: help install test test-fast lint toyworld toy-audio bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip bench-frame-cache train-mapper toy-mapper bench-mapper
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,6 +79,16 @@ toyworld: $(STAMP) ## Rebuild the toy world from seeds: paintings, toy CLIP, toy
 toy-audio: $(STAMP) ## Rebuild the toy world's audio encoder: fetch the real recordings (Debian), train, metrics
 	$(PY) -m experiments.toyworld.realsounds fetch
 	$(MALLOC_ENV) nice -n 10 $(PY) -m experiments.toyworld.train_audio --out experiments/toyworld/weights --overwrite
+
+train-mapper: CONFIG ?= experiments/mapper/wikiart.yaml
+train-mapper: $(STAMP) ## Train the sound-conditioned latent mapper (CONFIG=yaml; ARGS="--ckpt_path last" resumes)
+	$(MALLOC_ENV) $(PY) -m experiments.train_mapper fit --config $(CONFIG) $(ARGS)
+
+toy-mapper: $(STAMP) ## Rebuild experiments/toyworld/weights/toy_mapper.pt from seeds (make demo's encoder; ~15 min, 1 thread)
+	$(MALLOC_ENV) nice -n 10 $(PY) -m experiments.toyworld.build_mapper --out experiments/toyworld/weights --overwrite
+
+bench-mapper: $(STAMP) ## Toy world: mapper vs Eq. 2 optimisation (detectors, preservation, time per edit), animate frames/s
+	$(MALLOC_ENV) $(PY) benchmarks/bench_mapper.py
 
 bench-manip: $(STAMP) ## Eq. 2 edits: pair-steps/s of a batch of 8 pairs vs 8 single-pair runs (tiny 64 px, CPU)
 	$(MALLOC_ENV) $(PY) benchmarks/bench_manipulation.py

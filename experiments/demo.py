@@ -15,17 +15,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 import wandb
 import yaml
 from clip.model import CLIP
+from PIL import Image
 
 from datamodules.soundzoo import synthesize, write_sound_set
-from experiments import manipulate, train
+from experiments import animate, manipulate, train
 from experiments.cli_errors import add_debug_flag, run_cli
 from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
-from lightning_modules.edit_outputs import new_run_dir, slug
+from lightning_modules.edit_outputs import make_grid, new_run_dir, slug, unused_path
 from lightning_modules.networks.checkpoints import save_generator
 from lightning_modules.networks.stylegan2 import Generator
 
@@ -110,6 +112,49 @@ def train_audio_encoder(cfg: dict, clip_path: str, soundzoo: Path, audio_dir: Pa
     return encoder_path, best, None if top1 is None else float(top1)
 
 
+def comparison_grid(optimised, mapped, path: Path) -> Path:
+    """Rows: sources; columns: the source, then per sound its optimisation and its mapper edit (demo's PNGs)."""
+    def png(module, rec) -> torch.Tensor:
+        return torch.from_numpy(np.array(Image.open(module.run_dir / rec["file"]).convert("RGB"))).permute(2, 0, 1)
+
+    by_pair = {(r["source"], r["sound"]): r for r in mapped.pair_metrics}
+    labels = list(dict.fromkeys(r["sound"] for r in optimised.pair_metrics))
+    sources = list(dict.fromkeys(r["source"] for r in optimised.pair_metrics))
+    opt = {(r["source"], r["sound"]): r for r in optimised.pair_metrics}
+    rows = []
+    for src in sources:
+        first = opt[(src, labels[0])]
+        source_png = optimised.run_dir / "sources" / f"{slug(src)}.png"
+        row = [torch.from_numpy(np.array(Image.open(source_png).convert("RGB"))).permute(2, 0, 1)
+               if source_png.is_file() else png(optimised, first)]
+        for label in labels:
+            row += [png(optimised, opt[(src, label)]), png(mapped, by_pair[(src, label)])]
+        rows.append(row)
+    titles = ["source"] + [f"{label} {kind}" for label in labels for kind in ("optimise", "mapper")]
+    cell = optimised.hparams.grid_cell
+    grid = make_grid(rows, titles, sources, cell)
+    path = unused_path(path)
+    Image.fromarray(grid).save(path)
+    return path
+
+
+def write_story_track(segments: list, seed: int, path: Path, sample_rate: int = 16000) -> Path:
+    """A procedural "story": one fresh clip per (label, seconds) segment, back to back."""
+    waves = [synthesize(label, seed + k, sample_rate=sample_rate, seconds=float(sec))
+             for k, (label, sec) in enumerate(segments)]
+    sf.write(path, np.concatenate(waves), sample_rate)
+    return path
+
+
+def render_story(sc: dict, run: Path, models: dict) -> dict:
+    """The story video: experiments.animate on the story track with the demo's encoder and the configured mapper."""
+    track = write_story_track(sc["segments"], sc["seed"], run / "story.wav")
+    base_models, settings = animate.load_config(sc["config"])
+    result = animate.animate(str(track), sc["source"], run / "story", {**base_models, **models},
+                             animate.AnimationSettings(**{**settings, **(sc.get("settings") or {})}), progress=False)
+    return {**result, "track": track}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -151,6 +196,29 @@ def main(argv: list[str] | None = None) -> int:
         toyworld = judge_toyworld(edit.model.run_dir, clip_path, generator_path, cfg["judge"])
         times["toy-world judgement"] = time.perf_counter() - t
     wandb.finish()
+
+    extra: dict[str, str] = {}
+    if cfg.get("mapper"):  # the same pairs in one forward pass of a trained mapper, beside the optimisation
+        t = time.perf_counter()
+        mapped = manipulate.main([
+            "predict", "--config", mc["config"], f"--model.generator={generator_path}",
+            f"--model.audio_encoder={encoder_path}", f"--model.clip={clip_path}", f"--model.output_dir={run}",
+            f"--data.sources={json.dumps(mc['sources'])}", f"--data.sounds={json.dumps(sounds)}",
+            f"--trainer.logger.init_args.save_dir={run}", *mc.get("overrides", []),
+            "--model.run_name=mapper", "--model.mode=mapper", f"--model.mapper={cfg['mapper']['file']}",
+            "--model.gif_every=0", *cfg["mapper"].get("overrides", []),
+        ])
+        wandb.finish()
+        times["mapper edits"] = time.perf_counter() - t
+        extra["mapper_edit_dir"] = str(mapped.model.run_dir)
+        extra["comparison_grid"] = str(comparison_grid(edit.model, mapped.model, run / "grid_optimise_vs_mapper.png"))
+    if cfg.get("story"):
+        t = time.perf_counter()
+        story = render_story(cfg["story"], run, {"generator": generator_path, "clip": clip_path,
+                                                 "audio_encoder": str(encoder_path), "mapper": cfg["mapper"]["file"]})
+        times["story video"] = time.perf_counter() - t
+        extra.update(story_video=str(story["video"]), story_contact_sheet=str(story["contact_sheet"]),
+                     story_metrics=str(story["metrics"]), story_track=str(story["track"]))
     times["total"] = time.perf_counter() - start
 
     module = edit.model
@@ -159,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"edits, metrics:  {module.run_dir} (edits/, gifs/, latents/, metrics.json)")
     print(f"audio encoder:   {encoder_path} (from {best}; val zero-shot top-1 "
           f"{float(top1) if top1 is not None else float('nan'):.3f})")
+    if "comparison_grid" in extra:
+        print(f"mapper column:   {extra['comparison_grid']} (optimise | mapper per sound; edits in "
+              f"{extra['mapper_edit_dir']})")
+    if "story_video" in extra:
+        print(f"story video:     {extra['story_video']} (contact sheet {extra['story_contact_sheet']})")
     print(f"W&B (offline):   {run / 'wandb'} and {audio_dir / 'wandb'}  (`wandb sync <dir>/offline-run-*`)")
     print("\nCLIP cosine between the edited painting and the sound's embedding, before -> after:")
     for p in module.pair_metrics:
@@ -176,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         {"grid": str(module.grid_path), "edit_dir": str(module.run_dir), "audio_encoder": str(encoder_path),
          "audio_checkpoint": str(best), "val_top1": None if top1 is None else float(top1),
          "summary": s, "per_sound": module.per_sound, "pairs": module.pair_metrics, "seconds": times,
-         "toyworld": None if toyworld is None else {k: toyworld[k] for k in ("table", "frechet")}}, indent=2) + "\n")
+         "toyworld": None if toyworld is None else {k: toyworld[k] for k in ("table", "frechet")}, **extra},
+        indent=2) + "\n")
     return 0
 
 

@@ -47,7 +47,7 @@ class AnimationSettings:
     mode: str = "mapper"  # mapper | optimise
     loudness_drives_strength: bool = True
     silence_floor_dbfs: float = SILENCE_FLOOR_DBFS
-    full_dbfs: float = -20.0
+    full_dbfs: float = -40.0
     upscale_filter: str = "bicubic"
     chunk_seconds: float = 10.0
     optimise_steps: int = 5
@@ -69,7 +69,7 @@ class AnimationSettings:
                              f"({self.silence_floor_dbfs})")
 
 
-def loudness_strength(level_dbfs: float, floor_dbfs: float = SILENCE_FLOOR_DBFS, full_dbfs: float = -20.0) -> float:
+def loudness_strength(level_dbfs: float, floor_dbfs: float = SILENCE_FLOOR_DBFS, full_dbfs: float = -40.0) -> float:
     """Strength factor of a window's RMS level: 0 at or below the silence floor, linear in dB up to 1 at full_dbfs."""
     return min(1.0, max(0.0, (level_dbfs - floor_dbfs) / (full_dbfs - floor_dbfs)))
 
