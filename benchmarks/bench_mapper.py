@@ -20,10 +20,13 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
@@ -73,6 +76,34 @@ def quality(w_edit: torch.Tensor, w_src: torch.Tensor, sounds: list[str], G, cli
             "w_dist": (w_edit - w_src).flatten(1).norm(dim=1).mean().item()}
 
 
+def time_animate(encoder: str, mapper: str, seconds: float, repeats: int = 3) -> dict:
+    """Frames/s of `python -m experiments.animate` (mapper mode, 256 px, 25 fps, one thread) on a story track."""
+    from experiments import animate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = ["rain", "thunderstorm", "fire crackling"]
+        n = max(1, round(seconds / 4))
+        track = Path(tmp) / "track.wav"
+        sf.write(track, np.concatenate([synthesize(labels[k % 3], 40_000 + k, seconds=4.0) for k in range(n)]), 16000)
+        models, settings = animate.load_config(animate.DEFAULT_CONFIG)
+        models.update(audio_encoder=encoder, mapper=mapper)
+        inproc, command = [], []
+        for r in range(repeats):
+            t = time.perf_counter()
+            res = animate.animate(str(track), "seed:3", Path(tmp) / f"in{r}", models,
+                                  animate.AnimationSettings(**settings), progress=False)
+            inproc.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "experiments.animate", "--sound", str(track), "--source", "seed:3",
+                            "--out", str(Path(tmp) / f"cmd{r}"), "--audio-encoder", encoder, "--mapper", mapper],
+                           check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            command.append(time.perf_counter() - t)
+    frames = res["frames"]
+    return {"track_s": 4.0 * n, "frames": frames, "repeats": repeats, "in_process_s": statistics.median(inproc),
+            "command_s": statistics.median(command), "fps_in_process": frames / statistics.median(inproc),
+            "fps_command": frames / statistics.median(command)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--audio-encoder", required=True)
@@ -81,6 +112,7 @@ def main() -> None:
     p.add_argument("--lambda-sim", type=float, default=0.003)
     p.add_argument("--opt-batch", type=int, default=28)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--animate-seconds", type=float, default=60.0, help="track length of the animate timing (0: skip)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -139,6 +171,14 @@ def main() -> None:
         f"{a}: " + ", ".join(f"{n.split(' (')[0]} {r['judge'][a]['detector_rose_share']:.0%}/"
                              f"{r['judge'][a]['clip_prob_rose_share']:.0%}"
                              for n, r in results.items() if isinstance(r, dict)) for a in ATTRIBUTES))
+    if args.animate_seconds > 0:
+        results["animate"] = time_animate(args.audio_encoder, (args.mapper or [str(WEIGHTS / "toy_mapper.pt")])[0],
+                                          args.animate_seconds)
+        a = results["animate"]
+        print(f"\nanimate, mapper mode, {a['track_s']:.0f} s track, 256 px, 25 fps, one thread: {a['frames']} frames; "
+              f"in-process (files in -> MP4 + JSON closed) {a['in_process_s']:.2f} s = {a['fps_in_process']:.1f} "
+              f"frames/s; whole command incl. interpreter start and imports {a['command_s']:.2f} s = "
+              f"{a['fps_command']:.1f} frames/s (median of {a['repeats']})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

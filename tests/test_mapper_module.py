@@ -100,3 +100,12 @@ def test_cli_fit_resume_and_grid(tiny_world, tmp_path, single_thread):
     assert resumed.meta["global_step"] == 6
     assert Path(run_dir / "mapper.pt").is_file()  # the first export is kept
     assert sf.info(next(Path(tiny_world["sound_set"]).glob("*.flac"))).samplerate == 16000
+
+
+@pytest.mark.parametrize("config", ["experiments/mapper/toyworld.yaml", "experiments/mapper/wikiart.yaml"])
+def test_mapper_configs_name_only_real_fields(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_mapper.MapperCLI(args=["--config", config, "--print_config"], run=False)
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "lambda_delta:" in printed and "conditioning: film" in printed
