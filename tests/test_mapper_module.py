@@ -38,6 +38,9 @@ def _module(world, **kw) -> MapperModule:
 def test_loss_is_eq2_at_the_mapped_code(tiny_world, single_thread):
     module = _module(tiny_world, lambda_delta=0.02, output_scale=1.0)
     module.setup("fit")
+    with torch.no_grad():  # a trained-looking mapper: the output layer starts at zero (the identity edit)
+        for p in module.mapper.parameters():
+            p.add_(torch.randn_like(p) * 0.3 * (p.abs().mean() + 1))
     w, e = module.sample_pairs(torch.tensor([1_000_000, 1_000_001, 1_000_002, 1_000_003]))
     out = module.pair_loss(w, e)
     # by hand: the edited code, its image, CLIP's embedding, Eq. 2
