@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.latent_sources import parse_sources, source_wplus
 from datamodules.soundzoo import synthesize
 from experiments.toyworld.judge import judge, load_edits
 from experiments.toyworld.paintings import ATTRIBUTES
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
-from lightning_modules.latent_sources import parse_sources, source_wplus
 from lightning_modules.manipulation import optimise
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.mapper import load_mapper

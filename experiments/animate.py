@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from datamodules.latent_sources import parse_sources, source_wplus
+from experiments.cli_errors import add_debug_flag, run_cli
 from experiments.project import is_image_spec, project_image_sources
 from lightning_modules.animation import AnimationSettings, Animator, TrackReader, frame_count
 from lightning_modules.animation_outputs import VideoWriter, contact_sheet
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import new_run_dir
-from lightning_modules.latent_sources import parse_sources, source_wplus
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.mapper import load_mapper
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["mapper", "optimise"])
     for name in ("generator", "clip", "audio-encoder", "mapper"):
         p.add_argument(f"--{name}", help=f"override the config's {name.replace('-', '_')}")
+    add_debug_flag(p)
     return p
 
 
@@ -69,10 +71,10 @@ def animate(sound: str, source: str, out: str | Path, models: dict, settings: An
     t0 = time.perf_counter()
     for key in ("generator", "clip", "audio_encoder") + (("mapper",) if settings.mode == "mapper" else ()):
         if not models.get(key) or not Path(models[key]).is_file():
-            raise FileNotFoundError(f"animate: {key} file {models.get(key)!r} does not exist (set it in the config "
+            raise FileNotFoundError(f"{key} file {models.get(key)!r} does not exist (set it in the config "
                                     f"or with --{key.replace('_', '-')})")
     if not Path(sound).is_file():
-        raise FileNotFoundError(f"animate: sound file {sound} does not exist")
+        raise FileNotFoundError(f"--sound {sound}: no such file")
     G = load_generator(models["generator"]).eval().requires_grad_(False)
     clip_model = CLIPWrapper(models["clip"])
     encoder = load_audio_encoder(models["audio_encoder"]).eval().requires_grad_(False)
@@ -123,20 +125,24 @@ def animate(sound: str, source: str, out: str | Path, models: dict, settings: An
             "frames": total, "seconds": seconds, "notes": notes}
 
 
+PROG = "python -m experiments.animate"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command: exit status 0, 1 (bad input, failure; one line on stderr) or 2 (usage), see cli_errors."""
+    return run_cli(run, PROG, argv)
+
+
+def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        models, settings = load_config(args.config)
-        for key in ("generator", "clip", "audio_encoder", "mapper"):
-            if getattr(args, key) is not None:
-                models[key] = getattr(args, key)
-        for key in ("fps", "size", "causal", "smooth", "strength", "mode"):
-            if getattr(args, key) is not None:
-                settings[key] = getattr(args, key)
-        result = animate(args.sound, args.source, args.out, models, AnimationSettings(**settings))
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"animate: {err}", file=sys.stderr)
-        return 1
+    models, settings = load_config(args.config)
+    for key in ("generator", "clip", "audio_encoder", "mapper"):
+        if getattr(args, key) is not None:
+            models[key] = getattr(args, key)
+    for key in ("fps", "size", "causal", "smooth", "strength", "mode"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    result = animate(args.sound, args.source, args.out, models, AnimationSettings(**settings))
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"video:          {result['video']} ({result['frames']} frames, {result['frames'] / result['seconds']:.1f} "

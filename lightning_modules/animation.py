@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
+from datamodules.loudness import LEVEL_FLOOR_DBFS, SILENCE_FLOOR_DBFS, rms_dbfs
 from lightning_modules.clip_wrapper import CLIPWrapper
-from lightning_modules.manipulation import loudness_db, optimise
+from lightning_modules.manipulation import optimise
 
-SILENCE_FLOOR_DBFS = -60.0  # the shared silence floor (datamodules/loudness.py once it lands; same value)
 UPSCALE_FILTERS = ("nearest", "bilinear", "bicubic", "lanczos")
 
 
@@ -145,7 +145,7 @@ def frame_windows(reader: TrackReader, frames: range, fps: float, window_s: floa
         r0, r1 = max(i, real0), min(i + n_win, real1)
         real = audio[r0:r1] if r1 > r0 else audio[:0]
         padded = (r1 - r0) < n_win
-        out.append(Window(start, start + window_s, wave, padded, loudness_db(real) if len(real) else -120.0))
+        out.append(Window(start, start + window_s, wave, padded, rms_dbfs(real) if len(real) else LEVEL_FLOOR_DBFS))
     return out
 
 

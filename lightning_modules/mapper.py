@@ -24,13 +24,13 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.latent_sources import read_latent_file, seed_to_z
 from datamodules.vggsound import index_audio_files
 from datamodules.vggsound_csv import read_vggsound_csv
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import make_grid, resize_uint8, to_uint8, unused_path
-from lightning_modules.latent_sources import read_latent_file, seed_to_z
-from lightning_modules.manipulation import eq2_loss
+from lightning_modules.eq2_step import eq2_loss
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.mapper import SoundMapper, save_mapper
 from lightning_modules.zero_shot import class_prompts

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from datamodules.soundzoo import write_sound_set
 from experiments import train_mapper
 from lightning_modules.audio_export import export_audio_encoder
-from lightning_modules.manipulation import eq2_loss
+from lightning_modules.eq2_step import eq2_loss
 from lightning_modules.mapper import MapperModule
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.networks.mapper import load_mapper
