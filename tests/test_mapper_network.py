@@ -131,3 +131,21 @@ def test_foreign_or_future_files_are_refused(tmp_path):
         load_mapper(path)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_mapper(tmp_path / "missing.pt")
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_a_pickle_payload_is_refused_unexecuted_and_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": "aiartist-sound-mapper", "payload": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(MapperFileError) as refused:
+        load_mapper(tmp_path / "evil.pt")
+    message = str(refused.value)
+    assert "evil.pt" in message and "nothing was executed" in message
+    assert "weights_only=False" not in message
+    assert not (tmp_path / "pwned.txt").exists()

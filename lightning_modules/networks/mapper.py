@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from datamodules.torch_files import CorruptFileError, UnsafeFileError, load_torch_file
 from lightning_modules.networks.stylegan2 import EqualLinear, PixelNorm
 
 MAPPER_FORMAT = "aiartist-sound-mapper"
@@ -199,10 +200,10 @@ def read_mapper_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mapper file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle / zip errors of a file that is not a torch save
-        raise MapperFileError(f"{path}: not a SoundMapper file ({type(err).__name__}: {err})") from err
+    try:  # the shared reader names the file and the reason, and never suggests turning weights_only off
+        obj = load_torch_file(path, "SoundMapper file")
+    except (CorruptFileError, UnsafeFileError) as err:
+        raise MapperFileError(str(err)) from err
     if not isinstance(obj, dict) or obj.get("format") != MAPPER_FORMAT:
         raise MapperFileError(f"{path}: not a SoundMapper file (no format {MAPPER_FORMAT!r})")
     if obj.get("version") != MAPPER_FORMAT_VERSION:
