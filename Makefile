@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint toyworld toy-audio bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip bench-frame-cache train-mapper toy-mapper bench-mapper
+.PHONY: help install test test-fast lint toyworld toy-audio bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip bench-frame-cache train-mapper toy-mapper bench-mapper app browser
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,8 +27,22 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install the package (editable) with dev extras
 	@echo "installed into $(VENV)"
 
-test: $(STAMP) ## Run the whole test suite (slow tests included)
+test: $(STAMP) browser ## Run the whole test suite (slow tests included)
 	$(MALLOC_ENV) $(PY) -m pytest
+
+# The page's browser tests drive the distribution's Chromium; installed here when missing and root + apt allow it
+# (otherwise those tests skip with the reason, and fail under CI=true).
+browser: ## Install Debian's chromium for the browser tests when missing (root + apt only)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt) for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null || \
+	    echo "apt-get install chromium failed: the browser tests will skip (fail under CI=true)"; \
+	  else echo "no chromium and no root/apt: the browser tests will skip (fail under CI=true)"; fi; }
+
+APP_CONFIG ?= experiments/app/toyworld.yaml
+app: $(STAMP) ## The Gradio page on http://127.0.0.1:7860 (APP_CONFIG=yaml; ARGS="--port 8000 --share")
+	$(MALLOC_ENV) $(PY) -m experiments.app --config $(APP_CONFIG) $(ARGS)
 
 test-fast: $(STAMP) ## Run the suite without tests marked slow
 	$(MALLOC_ENV) $(PY) -m pytest -m "not slow"

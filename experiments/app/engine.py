@@ -1,0 +1,262 @@
+"""The models of the page, loaded once, and the per-request edit: the same functions `experiments.edit` calls.
+
+`EditEngine` holds the generator, CLIP, the audio encoder and (when configured) the mapper, shared by every
+session. Each request passes its own `EditSettings`; nothing about a request is stored on shared objects, so two
+visitors with different sliders cannot race. The per-request Eq. 2 math is `ManipulationModule`'s (a fresh,
+model-sharing instance per request holds that request's settings) and, where present, the stateless
+`lightning_modules.manipulation.optimise` with its per-step callback, which streams preview frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from experiments.app.config import MODES, AppConfig
+from experiments.project import load_config as load_projection_config
+from experiments.project import project_cached
+from lightning_modules import manipulation
+from lightning_modules.audio_export import load_audio_encoder
+from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.edit_outputs import to_uint8
+from lightning_modules.latent_sources import Source, read_latent_file, source_wplus
+from lightning_modules.manipulation import ManipulationModule
+from lightning_modules.networks.checkpoints import load_generator
+
+# The crop policies ManipulationModule.sound_crop accepts (issue 15 adds the window reader's 'mean' and 'loudest').
+WINDOW_POLICIES = ("center", "random")
+PROGRESS_FRAME = Callable[[int, int, torch.Tensor], None]  # (step, steps, uint8 (3, H, W) preview)
+
+
+class EditCancelled(RuntimeError):
+    """The visitor pressed Cancel (or left) while the edit was running."""
+
+
+class ModeUnavailable(ValueError):
+    """A mode the configured models cannot run (mapper modes without a mapper)."""
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """One request's edit settings (the page's controls); defaults are the paper's."""
+
+    mode: str = "optimise"
+    strength: float = 1.0
+    steps: int = 300
+    lr: float = 0.1
+    lambda_sim: float = 0.008
+    text_prompt: str | None = None
+    audio_weight: float = 1.0
+    intensity: bool = False
+    window: str = "center"
+
+    def check(self, max_steps: int) -> None:
+        """Raise ValueError naming the setting that is out of range."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.window not in WINDOW_POLICIES:
+            raise ValueError(f"window must be one of {WINDOW_POLICIES}, got {self.window!r}")
+        if not 0 <= self.steps <= max_steps:
+            raise ValueError(f"steps must lie in [0, {max_steps}], got {self.steps}")
+        if self.lambda_sim < 0 or self.lr <= 0:
+            raise ValueError(f"need lambda_sim >= 0 and lr > 0, got {self.lambda_sim}, {self.lr}")
+        if not 0.0 <= self.audio_weight <= 1.0:
+            raise ValueError(f"text mixing weight must lie in [0, 1], got {self.audio_weight}")
+
+
+@dataclass
+class Painting:
+    """A source painting: its W+ code (1, L, D) and where it came from."""
+
+    name: str
+    w: torch.Tensor
+    origin: str
+    key: str
+
+
+@dataclass
+class EditOutcome:
+    """A finished edit: uint8 (3, H, W) source and edit, codes (1, L, D), and its metrics."""
+
+    source: torch.Tensor
+    edited: torch.Tensor
+    w: torch.Tensor
+    w_source: torch.Tensor
+    metrics: dict = field(default_factory=dict)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class EditEngine:
+    """Generator, CLIP, audio encoder and mapper loaded once; stateless edits per request; an LRU result cache."""
+
+    def __init__(self, cfg: AppConfig, device: str = "cpu") -> None:
+        self.cfg, self.device = cfg, torch.device(device)
+        self.generator = load_generator(cfg.resolve(cfg.generator)).eval().requires_grad_(False).to(self.device)
+        self.clip = CLIPWrapper(cfg.clip_spec(), device=self.device)
+        self.encoder = load_audio_encoder(cfg.resolve(cfg.audio_encoder)).eval().requires_grad_(False)
+        self.encoder.to(self.device)
+        self.mapper = None
+        if cfg.mapper:
+            from lightning_modules.networks.mapper import load_mapper  # issue 16's SoundMapper
+
+            self.mapper = load_mapper(cfg.resolve(cfg.mapper)).eval().requires_grad_(False).to(self.device)
+        with torch.no_grad():
+            self.mean_latent = self.generator.mean_latent()
+        self._cache: OrderedDict[str, EditOutcome] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes these models can run: the mapper modes only with a mapper."""
+        return MODES if self.mapper is not None else ("optimise",)
+
+    # ------------------------------------------------------------------------------------------ paintings
+    def seed_painting(self, seed: int) -> Painting:
+        w = source_wplus([Source(name=f"seed{seed}", kind="seed", seed=seed)], self.generator,
+                         self.cfg.truncation, self.mean_latent)
+        return Painting(f"seed{seed}", w.cpu(), f"generator sample, seed {seed}", f"seed:{seed}")
+
+    def latent_painting(self, w: torch.Tensor, name: str) -> Painting:
+        key = hashlib.sha256(w.numpy().tobytes()).hexdigest()
+        return Painting(name, w, f"uploaded W+ file {name}", f"w:{key}")
+
+    def image_painting(self, path: str | Path, name: str, progress: bool = True) -> Painting:
+        """Project an uploaded image into W+ (cached by the image's, the generator's and the settings' hashes)."""
+        cfg = self.cfg
+        settings = load_projection_config(cfg.resolve(cfg.projection_config), steps=cfg.projection_steps)
+        latent = project_cached(path, cfg.resolve(cfg.generator), cache_dir=cfg.projection_cache, config=settings,
+                                generator=self.generator, progress=progress)
+        w = read_latent_file(latent)[0][1][None]
+        return Painting(name, w, f"projection of {name}", f"image:{sha256_file(path)}")
+
+    @torch.no_grad()
+    def render(self, w: torch.Tensor) -> torch.Tensor:
+        """uint8 (3, H, W) image of one code (1, L, D)."""
+        return to_uint8(self.generator.synthesis(w.to(self.device)))[0].cpu()
+
+    # ------------------------------------------------------------------------------------------ edits
+    def request_module(self, settings: EditSettings) -> ManipulationModule:
+        """A ManipulationModule holding this request's settings and sharing the loaded models (no copies)."""
+        cfg = self.cfg
+        module = ManipulationModule(
+            generator=cfg.resolve(cfg.generator), audio_encoder=cfg.resolve(cfg.audio_encoder),
+            clip=cfg.clip_spec(), steps=settings.steps, lr=settings.lr, lambda_sim=settings.lambda_sim,
+            truncation=cfg.truncation, sound_crop=settings.window, text_prompt=settings.text_prompt or None,
+            audio_weight=settings.audio_weight if settings.text_prompt else 1.0, intensity=settings.intensity,
+            progress=False,
+        )
+        module.generator, module.clip_model, module.audio_encoder = self.generator, self.clip, self.encoder
+        return module
+
+    def cache_key(self, painting: Painting, sound_sha: str, settings: EditSettings) -> str:
+        payload = json.dumps({"painting": painting.key, "sound": sound_sha, "settings": asdict(settings)},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def edit(self, painting: Painting, sound_path: str | Path, settings: EditSettings,
+             on_frame: PROGRESS_FRAME | None = None, cancel: threading.Event | None = None) -> EditOutcome:
+        """Edit `painting` with the sound file: Eq. 2 (optimise), the mapper (mapper), or the mapper's edit as
+        Eq. 2's start point (refine). `on_frame` receives preview frames every `preview_every` steps;
+        setting `cancel` stops the optimisation at the next step."""
+        settings.check(self.cfg.max_steps)
+        if settings.mode not in self.modes:
+            raise ModeUnavailable(f"mode {settings.mode!r} needs a mapper: set `mapper:` in the page's config")
+        key = self.cache_key(painting, sha256_file(sound_path), settings)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        module = self.request_module(settings)
+        sound_emb, levels = module.embed_sounds([str(sound_path)])
+        target = module.targets_for(sound_emb)
+        lam = module.lambdas_for(levels).to(self.device)
+        w_source = painting.w.to(self.device)
+        w_start = None
+        if settings.mode in ("mapper", "refine"):
+            with torch.no_grad():
+                w_start = self.mapper.edit(w_source, target, strength=settings.strength)
+        if settings.mode == "mapper":
+            w = w_start
+        else:
+            w = self._optimise(module, w_source, target, lam, settings, w_start, on_frame, cancel)
+            if settings.mode == "optimise" and settings.strength != 1.0:
+                w = w_source + settings.strength * (w - w_source)  # along the found direction, negative: away
+        with torch.no_grad():
+            # one image per call, as the edit command renders it (batching may change the last bits)
+            source_img, edited_img = self.generator.synthesis(w_source)[0], self.generator.synthesis(w)[0]
+            emb = torch.cat([self.clip.encode_image(source_img[None]), self.clip.encode_image(edited_img[None])])
+            cos = (emb * target.to(emb)).sum(-1).cpu()
+        metrics = {
+            "mode": settings.mode, "settings": asdict(settings), "source": painting.origin,
+            "clip_cos_before": float(cos[0]), "clip_cos_after": float(cos[1]),
+            "w_dist": float((w - w_source).flatten().norm()), "loudness_dbfs": float(levels[0]),
+            "lambda_sim": float(lam[0]), "window": self.window_used(sound_path, settings.window),
+        }
+        outcome = EditOutcome(to_uint8(source_img[None])[0].cpu(), to_uint8(edited_img[None])[0].cpu(),
+                              w.detach().cpu(), w_source.cpu(), metrics)
+        if self.cfg.cache_entries:
+            with self._lock:
+                self._cache[key] = outcome
+                while len(self._cache) > self.cfg.cache_entries:
+                    self._cache.popitem(last=False)
+        return outcome
+
+    def _optimise(self, module: ManipulationModule, w_source: torch.Tensor, target: torch.Tensor,
+                  lam: torch.Tensor, settings: EditSettings, w_init: torch.Tensor | None,
+                  on_frame: PROGRESS_FRAME | None, cancel: threading.Event | None) -> torch.Tensor:
+        stateless = getattr(manipulation, "optimise", None)  # the lead's per-request function, once merged
+        if stateless is None:
+            if w_init is not None:
+                raise ModeUnavailable("refine needs lightning_modules.manipulation.optimise (w_init)")
+            if cancel is not None and cancel.is_set():
+                raise EditCancelled("edit cancelled")
+            return module.optimise(w_source, target, lam).w.to(self.device)
+        every = self.cfg.preview_every
+
+        def callback(step: int, images: torch.Tensor, loss: torch.Tensor) -> None:
+            if cancel is not None and cancel.is_set():
+                raise EditCancelled("edit cancelled")
+            if on_frame is not None and step % every == 0:
+                on_frame(step, settings.steps, to_uint8(images[:1].detach())[0].cpu())
+
+        result = stateless(self.generator, self.clip, w_source, target, lam, steps=settings.steps, lr=settings.lr,
+                           w_init=w_init, callback=callback)
+        return result.w.to(self.device)
+
+    def window_used(self, sound_path: str | Path, policy: str) -> str:
+        """Which part of the clip the encoder saw (the crop `embed_sounds` applies)."""
+        import soundfile as sf
+
+        seconds = sf.info(str(sound_path)).duration
+        window = self.encoder.clip_samples / self.encoder.sample_rate
+        if seconds <= window:
+            return f"all {seconds:.2f} s (zero-padded to the {window:g} s window)"
+        if policy == "center":
+            start = (seconds - window) / 2
+            return f"{start:.2f}-{start + window:.2f} s of {seconds:.2f} s (centre window)"
+        return f"a seeded random {window:g} s window of {seconds:.2f} s"
+
+    # ------------------------------------------------------------------------------------------ live mode
+    @torch.no_grad()
+    def live_frame(self, w_source: torch.Tensor, window: torch.Tensor, strength: float) -> torch.Tensor:
+        """One live-mode frame: the latest encoder window (T,) -> embedding -> mapper -> uint8 (3, H, W)."""
+        if self.mapper is None:
+            raise ModeUnavailable("live mode needs a mapper: set `mapper:` in the page's config")
+        emb = F.normalize(self.encoder(window[None].to(self.device), augment=False).float(), dim=-1)
+        w = self.mapper.edit(w_source.to(self.device), emb, strength=strength)
+        return self.render(w)
