@@ -3,8 +3,8 @@
 `EditEngine` holds the generator, CLIP, the audio encoder and (when configured) the mapper, shared by every
 session. Each request passes its own `EditSettings`; nothing about a request is stored on shared objects, so two
 visitors with different sliders cannot race. The per-request Eq. 2 math is `ManipulationModule`'s (a fresh,
-model-sharing instance per request holds that request's settings) and, where present, the stateless
-`lightning_modules.manipulation.optimise` with its per-step callback, which streams preview frames.
+model-sharing instance per request embeds the sound with that request's settings) and Eq. 2 itself is the
+stateless `lightning_modules.manipulation.optimise`, whose per-step callback streams preview frames and cancels.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ import torch.nn.functional as F
 from experiments.app.config import MODES, AppConfig
 from experiments.project import load_config as load_projection_config
 from experiments.project import project_cached
-from lightning_modules import manipulation
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import to_uint8
 from lightning_modules.latent_sources import Source, read_latent_file, source_wplus
-from lightning_modules.manipulation import ManipulationModule
+from lightning_modules.manipulation import ManipulationModule, optimise
 from lightning_modules.networks.checkpoints import load_generator
 
 # The crop policies ManipulationModule.sound_crop accepts (issue 15 adds the window reader's 'mean' and 'loudest').
@@ -193,7 +192,7 @@ class EditEngine:
         if settings.mode == "mapper":
             w = w_start
         else:
-            w = self._optimise(module, w_source, target, lam, settings, w_start, on_frame, cancel)
+            w = self._optimise(w_source, target, lam, settings, w_start, on_frame, cancel)
             if settings.mode == "optimise" and settings.strength != 1.0:
                 w = w_source + settings.strength * (w - w_source)  # along the found direction, negative: away
         with torch.no_grad():
@@ -216,26 +215,22 @@ class EditEngine:
                     self._cache.popitem(last=False)
         return outcome
 
-    def _optimise(self, module: ManipulationModule, w_source: torch.Tensor, target: torch.Tensor,
-                  lam: torch.Tensor, settings: EditSettings, w_init: torch.Tensor | None,
-                  on_frame: PROGRESS_FRAME | None, cancel: threading.Event | None) -> torch.Tensor:
-        stateless = getattr(manipulation, "optimise", None)  # the lead's per-request function, once merged
-        if stateless is None:
-            if w_init is not None:
-                raise ModeUnavailable("refine needs lightning_modules.manipulation.optimise (w_init)")
-            if cancel is not None and cancel.is_set():
-                raise EditCancelled("edit cancelled")
-            return module.optimise(w_source, target, lam).w.to(self.device)
+    def _optimise(self, w_source: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, settings: EditSettings,
+                  w_init: torch.Tensor | None, on_frame: PROGRESS_FRAME | None,
+                  cancel: threading.Event | None) -> torch.Tensor:
+        """Eq. 2 through the stateless `optimise` with this request's settings; previews every `preview_every`
+        steps; a set `cancel` stops it after the current step."""
         every = self.cfg.preview_every
 
-        def callback(step: int, images: torch.Tensor, loss: torch.Tensor) -> None:
-            if cancel is not None and cancel.is_set():
-                raise EditCancelled("edit cancelled")
+        def callback(step: int, images: torch.Tensor, loss: torch.Tensor) -> bool:
             if on_frame is not None and step % every == 0:
-                on_frame(step, settings.steps, to_uint8(images[:1].detach())[0].cpu())
+                on_frame(step, settings.steps, to_uint8(images[:1])[0].cpu())
+            return cancel is not None and cancel.is_set()
 
-        result = stateless(self.generator, self.clip, w_source, target, lam, steps=settings.steps, lr=settings.lr,
-                           w_init=w_init, callback=callback)
+        result = optimise(self.generator, self.clip, w_source, target, lam, steps=settings.steps, lr=settings.lr,
+                          w_init=w_init, callback=callback)
+        if cancel is not None and cancel.is_set():
+            raise EditCancelled("edit cancelled")
         return result.w.to(self.device)
 
     def window_used(self, sound_path: str | Path, policy: str) -> str:
