@@ -59,7 +59,9 @@ def app_files(tmp_path_factory) -> dict:
     encoder = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, n_mels=32, n_fft=256, clip_seconds=1.0)
     export_audio_encoder(encoder.eval(), root / "encoder.pt")
     torch.manual_seed(1)
-    save_mapper(SoundMapper(n_latent=8, style_dim=128, embed_dim=64, output_scale=1.0), root / "mapper.pt")
+    # concat conditioning: at initialisation FiLM's modulation is the identity, so e would not change the edit
+    mapper = SoundMapper(n_latent=8, style_dim=128, embed_dim=64, conditioning="concat", output_scale=1.0)
+    save_mapper(mapper, root / "mapper.pt")
     cfg = dict(generator=str(TOY / "toy_stylegan2.pt"), clip=str(TOY / "toy_clip.pt"),
                audio_encoder=str(root / "encoder.pt"), mapper=str(root / "mapper.pt"),
                generator_licence="test weights: no licence", steps=STEPS, lambda_sim=LAMBDA, max_steps=100,

@@ -175,7 +175,8 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
             frame = engine.live_frame(engine.seed_painting(int(seed)).w, buffer, float(strength))
         except ModeUnavailable as err:
             return gr.skip(), buffer, f"⚠ {err}"
-        return as_numpy(frame), buffer, f"{wave.numel() / engine.encoder.sample_rate:.2f} s chunk"
+        level = 20 * np.log10(max(float(wave.pow(2).mean().sqrt()) if wave.numel() else 0.0, 1e-6))
+        return as_numpy(frame), buffer, f"{wave.numel() / engine.encoder.sample_rate:.2f} s chunk at {level:.0f} dBFS"
 
     # ------------------------------------------------------------------------------------------ layout
     with gr.Blocks(title="aiartist: sound-guided painting edits", analytics_enabled=False,
