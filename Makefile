@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint toyworld toy-audio bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip bench-frame-cache train-mapper toy-mapper bench-mapper app browser
+.PHONY: help install test test-fast lint toyworld toy-audio bench-audio bench-generator demo weights figures bench-manip bench bench-projection bench-ops train sweep eval bench-audio-clip bench-frame-cache train-mapper toy-mapper bench-mapper app browser bench-app
 
 help: ## Show this help (targets and one-line descriptions)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,6 +115,9 @@ bench-audio-clip: $(STAMP) ## Audio-CLIP train step: cached class-prompt embeddi
 
 bench-frame-cache: $(STAMP) ## Frame cache per clip (PyAV decode, ViT-B/32 image tower, bytes), extrapolated to VGGSound
 	$(MALLOC_ENV) $(PY) benchmarks/bench_frame_cache.py
+
+bench-app: $(STAMP) browser ## The page in Chromium: click-to-image, refine per step, live updates/s + latency, memory
+	$(MALLOC_ENV) $(PY) benchmarks/bench_app.py
 
 bench-ops: $(STAMP) ## Fused bias_act / upfirdn2d kernels (C++, and CUDA if present) vs idiomatic PyTorch
 	$(MALLOC_ENV) $(PY) benchmarks/bench_ops.py

@@ -65,12 +65,13 @@ def models(root: Path, encoder: str | None, mapper: str | None) -> tuple[str, st
     return encoder, mapper, "; ".join(notes)
 
 
-def start_server(config: Path, root: Path) -> tuple[subprocess.Popen, str]:
+def start_server(config: Path, root: Path, threads: int) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = root / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.app", "--config", str(config), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.app", "--config", str(config), "--port", str(port),
+                             "--threads", str(threads)],
                             cwd=root, env={**os.environ, "PYTHONPATH": str(REPO),
                                            "AIARTIST_CACHE_DIR": str(root / "cache")},
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -106,7 +107,9 @@ def main() -> None:
     p.add_argument("--edits", type=int, default=100, help="edits per memory round")
     p.add_argument("--live-seconds", type=float, default=15.0)
     p.add_argument("--screenshot", help="save a screenshot of the page after an edit here (e.g. docs/app.png)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the server and of the baseline")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("bench_app: no system Chromium (apt install chromium)")
@@ -128,6 +131,7 @@ def main() -> None:
         print(f"bench_app: {about}; load average {os.getloadavg()[0]:.1f}; torch threads {torch.get_num_threads()}")
 
         engine = EditEngine(load_app_config(root / "app.yaml"))  # baseline: the same edit without the page
+        engine.edit(engine.seed_painting(499), fire, EditSettings(mode="mapper", steps=0))  # warm-up
         base = []
         for k in range(args.repeats):
             t = time.perf_counter()
@@ -135,7 +139,7 @@ def main() -> None:
             base.append(time.perf_counter() - t)
         del engine
 
-        proc, url = start_server(root / "app.yaml", root)
+        proc, url = start_server(root / "app.yaml", root, args.threads)
         results = {}
         try:
             client = Client(url, verbose=False)

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         from experiments.app.engine import EditEngine
-        from experiments.app.page import CSS, build_page
+        from experiments.app.page import build_page, page_css
 
         engine = EditEngine(cfg, device=args.device)
         page = build_page(engine, temp_root)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"models loaded (modes: {', '.join(engine.modes)}); temporary files in {temp_root}", flush=True)
         page.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False,
                     max_file_size=int(2 * cfg.max_upload_mb * 1e6), allowed_paths=[str(temp_root)],
-                    theme=theme(), css=CSS, footer_links=[], show_error=False)
+                    theme=theme(), css=page_css(cfg.display_size), footer_links=[], show_error=False)
     finally:
         shutil.rmtree(temp_root, ignore_errors=True)
     return 0

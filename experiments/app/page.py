@@ -27,7 +27,12 @@ from lightning_modules.edit_outputs import save_png, slug
 
 MODE_LABELS = {"optimise": "Optimise (Eq. 2, frames stream in)", "mapper": "Instant (mapper)",
                "refine": "Refine (mapper, then Eq. 2)"}
-CSS = "#source img, #edited img, #live_image img {image-rendering: pixelated;} #status {min-height: 2em;}"
+
+
+def page_css(display_size: int) -> str:
+    """Small generator outputs shown large with sharp pixels (the served PNG stays the exact edit)."""
+    return (f"#source img, #edited img, #live_image img {{image-rendering: pixelated; width: {display_size}px "
+            f"!important; height: {display_size}px !important; object-fit: contain;}} #status {{min-height: 2em;}}")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
@@ -224,8 +229,10 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
                         cancel_btn = gr.Button("Cancel", elem_id="cancel_btn")
             status = gr.Markdown("", elem_id="status")
             with gr.Row():
-                source_out = gr.Image(label="Source", format="png", elem_id="source", interactive=False)
-                edited_out = gr.Image(label="Edit", format="png", elem_id="edited", interactive=False)
+                source_out = gr.Image(label="Source", format="png", elem_id="source", interactive=False,
+                                      height=cfg.display_size + 60)
+                edited_out = gr.Image(label="Edit", format="png", elem_id="edited", interactive=False,
+                                      height=cfg.display_size + 60)
             downloads = gr.File(label="Downloads: PNG, W+ .pt, metrics JSON", file_count="multiple",
                                 elem_id="downloads", interactive=False)
         with gr.Tab("Live"):
@@ -235,7 +242,8 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
             with gr.Row():
                 live_mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
                                     elem_id="live_mic")
-                live_image = gr.Image(label="Live painting", format="png", elem_id="live_image", interactive=False)
+                live_image = gr.Image(label="Live painting", format="png", elem_id="live_image", interactive=False,
+                                      height=cfg.display_size + 60)
             live_status = gr.Markdown("", elem_id="live_status")
 
         def pick(evt: gr.SelectData) -> int:
