@@ -208,6 +208,7 @@ def test_bad_uploads_get_their_own_reason_and_the_server_keeps_serving(client, a
         path = str(tmp_path / name)
         kwargs = {"sound": app_files["fire"], field: path} if field != "sound" else {"sound": path}
         source, edited, status, files = edit(client, **kwargs)
+        print(f"api {name}: {status}")
         assert status.startswith(f"⚠ {reason}"), f"{name}: {status}"
         assert "Traceback" not in status and str(tmp_path) not in status and edited is None and files is None
     assert not Path("/tmp/aiartist-app-pwned").exists(), "the malicious .pt ran code"
@@ -344,6 +345,7 @@ def test_browser_upload_pick_edit_equals_the_edit_command(browser_page, app_serv
                           "--device", "cpu"]) == 0
     (png,) = (tmp_path / "cli").glob("*/edits/*.png")
     assert np.array_equal(shown, pixels(str(png))), "the page shows another image than experiments.edit writes"
+    print(f"browser edit: {status!r}; {frames} distinct images streamed; shown {shown.shape} == {png.name}")
     (session,) = set(sessions.iterdir()) - before
     assert any(session.glob("*.png")), "results live in the session's folder"
     outside = [u for u in requests if not u.startswith((app_server["url"], "data:", "blob:"))]
@@ -368,6 +370,7 @@ def test_browser_bad_uploads_show_their_reason(browser_page, app_files, tmp_path
         page.wait_for_selector(f"{inputs[field]} :text('{name}')", timeout=180_000)
         page.locator("#edit_btn").click()
         status = wait_status(page, ("⚠", "done"))
+        print(f"browser {name}: {status}")
         assert status.startswith(f"⚠ {reason}"), f"{name}: {status}"
     page.reload()
     page.wait_for_selector("#edit_btn", timeout=180_000)
