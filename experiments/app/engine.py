@@ -10,6 +10,7 @@ stateless `lightning_modules.manipulation.optimise`, whose per-step callback str
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import threading
 from collections import OrderedDict
@@ -30,8 +31,10 @@ from lightning_modules.latent_sources import Source, read_latent_file, source_wp
 from lightning_modules.manipulation import ManipulationModule, optimise
 from lightning_modules.networks.checkpoints import load_generator
 
-# The crop policies ManipulationModule.sound_crop accepts (issue 15 adds the window reader's 'mean' and 'loudest').
+# The crop policies ManipulationModule.sound_crop accepts (issue 15 adds the window reader's 'mean' and 'loudest');
+# the page starts at the module's own default, so a page edit and `experiments.edit` read the same part of a clip.
 WINDOW_POLICIES = ("center", "random")
+DEFAULT_WINDOW = inspect.signature(ManipulationModule.__init__).parameters["sound_crop"].default
 PROGRESS_FRAME = Callable[[int, int, torch.Tensor], None]  # (step, steps, uint8 (3, H, W) preview)
 
 
@@ -55,7 +58,7 @@ class EditSettings:
     text_prompt: str | None = None
     audio_weight: float = 1.0
     intensity: bool = False
-    window: str = "center"
+    window: str = DEFAULT_WINDOW
 
     def check(self, max_steps: int) -> None:
         """Raise ValueError naming the setting that is out of range."""

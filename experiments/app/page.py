@@ -21,7 +21,15 @@ import torchaudio.functional as AF
 
 from datamodules.soundzoo import synthesize
 from experiments.app.config import AppConfig
-from experiments.app.engine import WINDOW_POLICIES, EditCancelled, EditEngine, EditSettings, ModeUnavailable, Painting
+from experiments.app.engine import (
+    DEFAULT_WINDOW,
+    WINDOW_POLICIES,
+    EditCancelled,
+    EditEngine,
+    EditSettings,
+    ModeUnavailable,
+    Painting,
+)
 from experiments.app.inputs import PageInputError, display_name, read_image, read_sound, read_wplus
 from lightning_modules.edit_outputs import save_png, slug
 
@@ -200,7 +208,7 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
                                          elem_id="recording")
                     example = gr.Dropdown(list(examples), value=next(iter(examples), None),
                                           label="...or an example sound", elem_id="example")
-                    window = gr.Dropdown(list(WINDOW_POLICIES), value="center",
+                    window = gr.Dropdown(list(WINDOW_POLICIES), value=DEFAULT_WINDOW,
                                          label="Part of a long clip used", elem_id="window")
                 with gr.Column():
                     gr.Markdown("### Painting")
