@@ -192,11 +192,11 @@ def bad_inputs(folder: Path) -> list[tuple[str, str, str]]:
         ("sound", "silent.wav", "sound silent.wav: RMS level -120.0 dBFS is below the silence floor of -60 dBFS"),
         ("sound", "click.wav", "sound click.wav: lasts 0.1 s, shorter than the minimum of 0.25 s"),
         ("sound", "long.wav", "sound long.wav: lasts 21 s, above the limit of 20 s"),
-        ("sound", "big.wav", "sound big.wav: 1.2 MB is above the upload limit of 1 MB"),
-        ("image", "huge.png", "image huge.png: 1200x1000 px = 1.2 megapixels, above the limit of 1"),
+        ("sound", "big.wav", "sound big.wav: 1.1 MB is above the upload limit of 1 MB"),
+        ("image", "huge.png", "image huge.png: 1200x1000 = 1.2 megapixels, more than the limit of 1 megapixels"),
         ("image", "tiny.png", "image tiny.png: image is 8x8 px, smaller than the minimum of 32 px"),
-        ("image", "notes.png", "image notes.png: not an image file"),
-        ("wplus", "evil.pt", "W+ file evil.pt: refused, it holds Python objects that would run code"),
+        ("image", "notes.png", "image notes.png: not an image file (Pillow cannot read it)"),
+        ("wplus", "evil.pt", "W+ file evil.pt: refused to load this"),
         ("wplus", "wrong_shape.pt", "W+ file wrong_shape.pt: code of shape (3, 7)"),
     ]
 

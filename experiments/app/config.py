@@ -13,6 +13,7 @@ from pathlib import Path
 import clip as clip_pkg
 import yaml
 
+from datamodules.input_limits import MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS
 from lightning_modules.clip_wrapper import clip_cache_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,9 +47,9 @@ class AppConfig:
     projection_config: str = "experiments/projection/default.yaml"
     projection_steps: int | None = None
     projection_cache: str | None = None
-    max_upload_mb: float = 20.0
-    max_audio_seconds: float = 600.0
-    max_image_megapixels: float = 50.0
+    max_upload_mb: float = MAX_AUDIO_BYTES / 2**20  # the CLIs' shared limits (datamodules/input_limits.py)
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
+    max_image_megapixels: float = MAX_IMAGE_PIXELS / 1e6
     concurrency_limit: int = 2
     cache_entries: int = 64
     preview_every: int = 5

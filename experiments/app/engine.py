@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from datamodules.latent_sources import Source, read_latent_file, source_wplus
 from experiments.app.config import MODES, AppConfig
 from experiments.project import load_config as load_projection_config
 from experiments.project import project_cached
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_outputs import to_uint8
-from lightning_modules.latent_sources import Source, read_latent_file, source_wplus
 from lightning_modules.manipulation import ManipulationModule, optimise
 from lightning_modules.networks.checkpoints import load_generator
 

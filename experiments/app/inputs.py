@@ -13,30 +13,14 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from datamodules.audio_io import AudioDecodeError, load_audio
 from datamodules.image_io import ImageLoadError, load_image
-from lightning_modules.latent_sources import read_latent_file
+from datamodules.latent_sources import read_latent_file
+from datamodules.loudness import QuietAudioError, check_audible
+from datamodules.torch_files import UnsafeFileError
 
-try:  # issue 14's shared definition of silence; until it is merged, the manipulation module's level and floor
-    from datamodules.loudness import QuietAudioError, check_audible
-except ImportError:  # pragma: no cover - removed once datamodules/loudness.py is on main
-    from lightning_modules.manipulation import loudness_db
-
-    class QuietAudioError(ValueError):
-        """A clip too quiet or too short to guide an edit."""
-
-    def check_audible(wave: torch.Tensor, sample_rate: int, name: str, floor_dbfs: float = -60.0,
-                      min_seconds: float = 0.25) -> float:
-        seconds = wave.shape[-1] / sample_rate
-        if seconds < min_seconds:
-            raise QuietAudioError(f"{name}: lasts {seconds:.3g} s, shorter than the minimum of {min_seconds:g} s")
-        level = loudness_db(wave)
-        if level < floor_dbfs:
-            raise QuietAudioError(f"{name}: RMS level {level:.1f} dBFS is below the silence floor of "
-                                  f"{floor_dbfs:g} dBFS")
-        return level
+MB = 2**20  # the unit of input_limits.MAX_AUDIO_BYTES (20 MB = 20 * 2**20 bytes)
 
 
 class PageInputError(ValueError):
@@ -56,8 +40,8 @@ def check_size(path: str | os.PathLike, what: str, max_mb: float) -> int:
     size = os.path.getsize(path)
     if size == 0:
         raise PageInputError(f"{what} {name}: the file is empty (0 bytes)")
-    if size > max_mb * 1e6:
-        raise PageInputError(f"{what} {name}: {size / 1e6:.1f} MB is above the upload limit of {max_mb:g} MB")
+    if size > max_mb * MB:
+        raise PageInputError(f"{what} {name}: {size / MB:.1f} MB is above the upload limit of {max_mb:g} MB")
     return size
 
 
@@ -89,30 +73,13 @@ def read_sound(path: str | os.PathLike, sample_rate: int, max_mb: float, max_sec
     return wave
 
 
-def check_image(path: str | os.PathLike, max_mb: float, max_megapixels: float) -> tuple[int, int]:
-    """(width, height) of an uploaded painting, read from its header; refuses non-images and huge images."""
-    name = display_name(path)
+def read_image(path: str | os.PathLike, resolution: int, max_mb: float, max_megapixels: float) -> torch.Tensor:
+    """(3, R, R) in [-1, 1] through the projector's own reader (header-checked pixel limit, minimum size)."""
     check_size(path, "image", max_mb)
     try:
-        with Image.open(path) as img:
-            size = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise PageInputError(f"image {name}: not an image file that can be read (PNG, JPEG, WebP, ...)") from err
-    except Image.DecompressionBombError as err:
-        raise PageInputError(f"image {name}: far above the limit of {max_megapixels:g} megapixels") from err
-    if size[0] * size[1] > max_megapixels * 1e6:
-        raise PageInputError(f"image {name}: {size[0]}x{size[1]} px = {size[0] * size[1] / 1e6:.1f} megapixels, "
-                             f"above the limit of {max_megapixels:g}")
-    return size
-
-
-def read_image(path: str | os.PathLike, resolution: int, max_mb: float, max_megapixels: float) -> torch.Tensor:
-    """(3, R, R) in [-1, 1]: `check_image`, then the projector's own reader."""
-    check_image(path, max_mb, max_megapixels)
-    try:
-        return load_image(path, resolution)
+        return load_image(path, resolution, max_pixels=int(max_megapixels * 1e6))
     except ImageLoadError as err:
-        raise PageInputError(f"image {display_name(path)}: {str(err).split(': ', 1)[-1]}") from err
+        raise PageInputError(f"image {_without_path(err, path)}") from err
 
 
 def read_wplus(path: str | os.PathLike, n_latent: int, style_dim: int, max_mb: float) -> torch.Tensor:
@@ -123,13 +90,8 @@ def read_wplus(path: str | os.PathLike, n_latent: int, style_dim: int, max_mb: f
         raise PageInputError(f"W+ file {name}: expected a .pt, .pth or .npy file")
     try:
         codes = read_latent_file(path)
-    except Exception as err:  # torch.load(weights_only=True) raises UnpicklingError and friends
-        text = str(err)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            raise PageInputError(f"W+ file {name}: refused, it holds Python objects that would run code when "
-                                 f"loaded (only tensors are accepted)") from err
-        raise PageInputError(f"W+ file {name}: not a W/W+ code file ({_first_line(err, path)})") \
-            from err
+    except (UnsafeFileError, ValueError, OSError) as err:  # refused pickles, corrupt files, wrong layouts
+        raise PageInputError(f"W+ file {_without_path(err, path)}") from err
     if len(codes) != 1:
         raise PageInputError(f"W+ file {name}: holds {len(codes)} codes; upload a file with one")
     code = codes[0][1]
@@ -143,9 +105,14 @@ def read_wplus(path: str | os.PathLike, n_latent: int, style_dim: int, max_mb: f
     return code[None].contiguous()
 
 
+def _without_path(err: BaseException, path: str | os.PathLike) -> str:
+    """A reader's "<path>: <reason>" message with the server-side path replaced by the visitor's file name."""
+    return _first_line(err, path) if os.fspath(path) in str(err) else f"{display_name(path)}: {_first_line(err, path)}"
+
+
 def _first_line(err: BaseException, path: str | os.PathLike) -> str:
     """The first line of an error's text with the server-side path of the upload removed (the visitor named the
     file; where the server keeps it is none of the page's business)."""
     text = str(err).strip()
     line = text.splitlines()[0] if text else type(err).__name__
-    return line.replace(f"{os.fspath(path)}: ", "").replace(os.fspath(path), display_name(path))
+    return line.replace(os.fspath(path), display_name(path))
