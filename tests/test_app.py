@@ -410,3 +410,23 @@ def test_browser_live_microphone_updates_the_painting(chromium, app_server, tmp_
     rate = (len(recent) - 1) / ((recent[-1]["t"] - recent[0]["t"]) / 1000)
     print(f"live mode: {len(frames)} frames, {rate:.1f} updates/s over the last {len(recent) - 1} updates")
     assert len({f["src"] for f in frames}) >= 10
+
+
+@pytest.mark.slow
+def test_browser_cancel_stops_an_edit_and_the_page_edits_again(browser_page):
+    page, _ = browser_page
+    page.locator("#steps input[type=number]").fill("100")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#seed input").fill("41")
+    page.locator("#seed input").press("Enter")
+    page.locator("#edit_btn").click()
+    wait_status(page, ("step",))
+    page.locator("#cancel_btn").click()
+    time.sleep(1)
+    frozen = page.locator("#status").inner_text()
+    time.sleep(4)  # a running edit changes its status every 2 steps (tens of ms); a cancelled one stays put
+    assert page.locator("#status").inner_text() == frozen and not frozen.startswith("done"), frozen
+    page.locator("#steps input[type=number]").fill(str(STEPS))
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#edit_btn").click()
+    assert wait_status(page, ("done: seed41", "⚠")).startswith("done: seed41")
