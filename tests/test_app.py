@@ -366,8 +366,9 @@ def test_browser_bad_uploads_show_their_reason(browser_page, app_files, tmp_path
         field, reason = cases[name]
         page.reload()
         page.wait_for_selector("#edit_btn", timeout=180_000)
-        page.locator(f"{inputs[field]} input[type=file]").set_input_files(str(tmp_path / name))
-        page.wait_for_selector(f"{inputs[field]} :text('{name}')", timeout=180_000)
+        with page.expect_response(lambda r: "/upload" in r.url, timeout=180_000) as upload:
+            page.locator(f"{inputs[field]} input[type=file]").set_input_files(str(tmp_path / name))
+        assert upload.value.ok, f"{name}: upload answered {upload.value.status}"
         page.locator("#edit_btn").click()
         status = wait_status(page, ("⚠", "done"))
         print(f"browser {name}: {status}")
