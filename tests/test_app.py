@@ -1,8 +1,8 @@
 """The Gradio page (experiments/app), served by `python -m experiments.app` on a free local port and driven through
 its API with gradio_client and through the page itself in headless Chromium (tests/app_browser.py).
 
-One server (module scope) runs on the learned toy world's generator and CLIP with a small random audio encoder and
-a random SoundMapper, so every mode and the live tab are on; the tests assert what the page answers, not how.
+One server (module scope) runs on the committed toy world (generator, CLIP, audio encoder, mapper), so every mode
+and the live tab are on; the tests assert what the page answers, not how.
 """
 
 from __future__ import annotations
@@ -49,21 +49,10 @@ def write_wav(path: Path, wave: np.ndarray, rate: int = 16000) -> str:
 
 @pytest.fixture(scope="module")
 def app_files(tmp_path_factory) -> dict:
-    """Config + model files for the test server: toy generator and CLIP, random encoder and mapper."""
-    from lightning_modules.audio_export import export_audio_encoder
-    from lightning_modules.networks.audio_encoder import AudioEncoder
-    from lightning_modules.networks.mapper import SoundMapper, save_mapper
-
+    """Config + model files for the test server: the committed toy world (generator, CLIP, encoder, mapper)."""
     root = tmp_path_factory.mktemp("app")
-    torch.manual_seed(0)
-    encoder = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, n_mels=32, n_fft=256, clip_seconds=1.0)
-    export_audio_encoder(encoder.eval(), root / "encoder.pt")
-    torch.manual_seed(1)
-    # concat conditioning: at initialisation FiLM's modulation is the identity, so e would not change the edit
-    mapper = SoundMapper(n_latent=8, style_dim=128, embed_dim=64, conditioning="concat", output_scale=1.0)
-    save_mapper(mapper, root / "mapper.pt")
     cfg = dict(generator=str(TOY / "toy_stylegan2.pt"), clip=str(TOY / "toy_clip.pt"),
-               audio_encoder=str(root / "encoder.pt"), mapper=str(root / "mapper.pt"),
+               audio_encoder=str(TOY / "toy_audio_encoder.pt"), mapper=str(TOY / "toy_mapper.pt"),
                generator_licence="test weights: no licence", steps=STEPS, lambda_sim=LAMBDA, max_steps=100,
                gallery_seeds=[0, 1, 2, 3], example_sounds=["fire crackling", "rain"], example_seconds=1.0,
                projection_steps=10, max_upload_mb=1.0, max_audio_seconds=20.0, max_image_megapixels=1.0,
@@ -72,7 +61,7 @@ def app_files(tmp_path_factory) -> dict:
     sounds = root / "sounds"
     sounds.mkdir()
     fire = write_wav(sounds / "fire.wav", synthesize("fire crackling", 77, seconds=1.5))
-    return {"root": root, "config": str(root / "app.yaml"), "fire": fire, "encoder": str(root / "encoder.pt")}
+    return {"root": root, "config": str(root / "app.yaml"), "fire": fire, "encoder": str(TOY / "toy_audio_encoder.pt")}
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from datamodules.audio_windows import POLICIES
 from datamodules.latent_sources import Source, read_latent_file, source_wplus
 from experiments.app.config import MODES, AppConfig
 from experiments.project import load_config as load_projection_config
@@ -31,9 +32,9 @@ from lightning_modules.edit_outputs import to_uint8
 from lightning_modules.manipulation import ManipulationModule, optimise
 from lightning_modules.networks.checkpoints import load_generator
 
-# The crop policies ManipulationModule.sound_crop accepts (issue 15 adds the window reader's 'mean' and 'loudest');
-# the page starts at the module's own default, so a page edit and `experiments.edit` read the same part of a clip.
-WINDOW_POLICIES = ("center", "random")
+# The window reader's policies (what ManipulationModule.sound_crop accepts); the page starts at the module's own
+# default, so a page edit and `experiments.edit` read the same part of a clip.
+WINDOW_POLICIES = POLICIES
 DEFAULT_WINDOW = inspect.signature(ManipulationModule.__init__).parameters["sound_crop"].default
 PROGRESS_FRAME = Callable[[int, int, torch.Tensor], None]  # (step, steps, uint8 (3, H, W) preview)
 
