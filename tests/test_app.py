@@ -7,6 +7,7 @@ and the live tab are on; the tests assert what the page answers, not how.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -25,7 +26,9 @@ import torch
 import yaml
 from PIL import Image
 
+from datamodules.audio_windows import read_windows
 from datamodules.soundzoo import synthesize
+from lightning_modules.audio_export import load_audio_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "experiments" / "toyworld" / "weights"
@@ -118,6 +121,10 @@ def test_each_mode_edits_the_painting(client, app_files, mode):
     assert np.abs(pixels(edited) - pixels(source)).max() > 0, f"{mode}: the edit equals the source"
     assert sorted(Path(f).suffix for f in files) == [".json", ".png", ".pt"]
     assert np.array_equal(pixels(edited), pixels(next(f for f in files if f.endswith(".png"))))
+    metrics = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    encoder = load_audio_encoder(app_files["encoder"])
+    used = read_windows(app_files["fire"], encoder.sample_rate, encoder.clip_samples, policy="center")
+    assert metrics["window"] == used.describe()  # the window reader's own account of what the encoder heard
 
 
 @pytest.mark.slow

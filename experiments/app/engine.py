@@ -208,7 +208,7 @@ class EditEngine:
             "mode": settings.mode, "settings": asdict(settings), "source": painting.origin,
             "clip_cos_before": float(cos[0]), "clip_cos_after": float(cos[1]),
             "w_dist": float((w - w_source).flatten().norm()), "loudness_dbfs": float(levels[0]),
-            "lambda_sim": float(lam[0]), "window": self.window_used(sound_path, settings.window),
+            "lambda_sim": float(lam[0]), "window": module.sound_info[0]["used"],
         }
         outcome = EditOutcome(to_uint8(source_img[None])[0].cpu(), to_uint8(edited_img[None])[0].cpu(),
                               w.detach().cpu(), w_source.cpu(), metrics)
@@ -236,19 +236,6 @@ class EditEngine:
         if cancel is not None and cancel.is_set():
             raise EditCancelled("edit cancelled")
         return result.w.to(self.device)
-
-    def window_used(self, sound_path: str | Path, policy: str) -> str:
-        """Which part of the clip the encoder saw (the crop `embed_sounds` applies)."""
-        import soundfile as sf
-
-        seconds = sf.info(str(sound_path)).duration
-        window = self.encoder.clip_samples / self.encoder.sample_rate
-        if seconds <= window:
-            return f"all {seconds:.2f} s (zero-padded to the {window:g} s window)"
-        if policy == "center":
-            start = (seconds - window) / 2
-            return f"{start:.2f}-{start + window:.2f} s of {seconds:.2f} s (centre window)"
-        return f"a seeded random {window:g} s window of {seconds:.2f} s"
 
     # ------------------------------------------------------------------------------------------ live mode
     @torch.no_grad()
