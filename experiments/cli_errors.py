@@ -66,18 +66,19 @@ def error_line(err: BaseException, spellings: dict[str, str] | None = None) -> s
 
 @contextmanager
 def one_line_warnings(prog: str) -> Iterator[None]:
-    """Show warnings as '<prog>: warning: <message>' (no source line) while the command runs."""
-    shown = warnings.showwarning
+    """Show warnings as '<prog>: warning: <message>' (no source line) while the command runs.
+
+    Deprecation notices are for the developers of the libraries we call, not for the person running a command:
+    Python hides them outside ``__main__``, and they stay hidden here even where a test runner turned them on."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         first = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
         print(f"{prog}: warning: {first}", file=file or sys.stderr)
 
-    warnings.showwarning = show
-    try:
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.showwarning = show
         yield
-    finally:
-        warnings.showwarning = shown
 
 
 def run_cli(main: Callable[[list[str]], Any], prog: str, argv: Sequence[str] | None = None,
