@@ -28,8 +28,9 @@ from experiments.project import load_config as load_projection_config
 from experiments.project import project_cached
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
+from lightning_modules.edit_modes import run_edit
 from lightning_modules.edit_outputs import to_uint8
-from lightning_modules.manipulation import ManipulationModule, optimise
+from lightning_modules.manipulation import ManipulationModule
 from lightning_modules.networks.checkpoints import load_generator
 
 # The window reader's policies (what ManipulationModule.sound_crop accepts); the page starts at the module's own
@@ -189,16 +190,7 @@ class EditEngine:
         target = module.targets_for(sound_emb)
         lam = module.lambdas_for(levels).to(self.device)
         w_source = painting.w.to(self.device)
-        w_start = None
-        if settings.mode in ("mapper", "refine"):
-            with torch.no_grad():
-                w_start = self.mapper.edit(w_source, target, strength=settings.strength)
-        if settings.mode == "mapper":
-            w = w_start
-        else:
-            w = self._optimise(w_source, target, lam, settings, w_start, on_frame, cancel)
-            if settings.mode == "optimise" and settings.strength != 1.0:
-                w = w_source + settings.strength * (w - w_source)  # along the found direction, negative: away
+        w = self._run_edit(w_source, target, lam, settings, on_frame, cancel)
         with torch.no_grad():
             # one image per call, as the edit command renders it (batching may change the last bits)
             source_img, edited_img = self.generator.synthesis(w_source)[0], self.generator.synthesis(w)[0]
@@ -219,11 +211,10 @@ class EditEngine:
                     self._cache.popitem(last=False)
         return outcome
 
-    def _optimise(self, w_source: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, settings: EditSettings,
-                  w_init: torch.Tensor | None, on_frame: PROGRESS_FRAME | None,
-                  cancel: threading.Event | None) -> torch.Tensor:
-        """Eq. 2 through the stateless `optimise` with this request's settings; previews every `preview_every`
-        steps; a set `cancel` stops it after the current step."""
+    def _run_edit(self, w_source: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, settings: EditSettings,
+                  on_frame: PROGRESS_FRAME | None, cancel: threading.Event | None) -> torch.Tensor:
+        """The edit command's `run_edit` with this request's mode, strength and steps (refine runs `steps` steps
+        from the mapper's edit); previews every `preview_every` steps; a set `cancel` stops it after that step."""
         every = self.cfg.preview_every
 
         def callback(step: int, images: torch.Tensor, loss: torch.Tensor) -> bool:
@@ -231,8 +222,9 @@ class EditEngine:
                 on_frame(step, settings.steps, to_uint8(images[:1])[0].cpu())
             return cancel is not None and cancel.is_set()
 
-        result = optimise(self.generator, self.clip, w_source, target, lam, steps=settings.steps, lr=settings.lr,
-                          w_init=w_init, callback=callback)
+        result = run_edit(self.generator, self.clip, w_source, target, lam, mode=settings.mode, mapper=self.mapper,
+                          strength=settings.strength, steps=settings.steps, lr=settings.lr,
+                          refine_steps=settings.steps, callback=callback)
         if cancel is not None and cancel.is_set():
             raise EditCancelled("edit cancelled")
         return result.w.to(self.device)
