@@ -1,11 +1,11 @@
 """The sound mapper against Eq. 2's optimisation in the toy world: edit quality by detectors, preservation, and time
 per edit (one CPU thread), in the same run on the same sources and sounds.
 
-    python benchmarks/bench_mapper.py --audio-encoder ENC [--mapper experiments/toyworld/weights/toy_mapper.pt ...]
+    python benchmarks/bench_mapper.py [--audio-encoder ENC] [--mapper experiments/toyworld/weights/toy_mapper.pt ...]
 
 Sources: the demo's 16 paintings (seeds 0-15, psi 0.7; the mapper trains on other z draws). Sounds: fresh clips of
-the seven paper sounds (the demo's seeds 10000+k, 2 s, centre window), embedded by ENC — the encoder the mapper was
-trained with (`toy_mapper.json` names it; `make bench-mapper` trains make demo's one, which is deterministic).
+the seven paper sounds (the demo's seeds 10000+k, 2 s, through the shared window reader), embedded by ENC — the
+encoder the mapper was trained with (`toy_mapper.json` names it; default the toy world's committed encoder).
 Optimisation: `optimise` with the demo's settings (100 steps, lr 0.1, lambda_sim 0.003) at its best batch (28
 pairs, as the demo runs it). Mapper: `SoundMapper.edit` + synthesis, all 112 pairs in one batch. Quality: the toy
 world's hand-written detectors and the toy CLIP's class probability (`experiments.toyworld.judge.judge`), pixel L2
@@ -30,9 +30,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 
-from datamodules.audio_io import crop_or_pad, load_audio
 from datamodules.latent_sources import parse_sources, source_wplus
 from datamodules.soundzoo import synthesize
 from experiments.toyworld.judge import judge, load_edits
@@ -42,6 +40,7 @@ from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.manipulation import optimise
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.mapper import load_mapper
+from lightning_modules.sound_embedding import embed_sound
 
 WEIGHTS = Path(__file__).parents[1] / "experiments" / "toyworld" / "weights"
 DETECTED = ("fire crackling", "rain", "thunderstorm")  # the attributes whose detectors the issue's bar uses
@@ -52,12 +51,12 @@ def sound_embeddings(encoder_path: str, seed: int = 10_000, seconds: float = 2.0
     """(7, E) embeddings of fresh clips of the seven sounds (the demo's edit clips), centre window."""
     encoder = load_audio_encoder(encoder_path).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        waves = []
+        embs = []
         for k, label in enumerate(ATTRIBUTES):
             path = Path(tmp) / f"{k}.wav"
             sf.write(path, synthesize(label, seed + k, seconds=seconds), 16000)
-            waves.append(crop_or_pad(load_audio(path, encoder.sample_rate), encoder.clip_samples, mode="center"))
-    return F.normalize(encoder(torch.stack(waves), augment=False).float(), dim=-1)
+            embs.append(embed_sound(encoder, path)[0])
+    return torch.stack(embs)
 
 
 def median_time(fn, repeats: int) -> tuple[float, float]:
@@ -117,7 +116,8 @@ def quality_of_run(edit_dir: str, G, clip_model) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--audio-encoder", required=True)
+    p.add_argument("--audio-encoder", default=str(WEIGHTS / "toy_audio_encoder.pt"),
+                   help="the encoder the mapper was trained with (default: the toy world's)")
     p.add_argument("--mapper", action="append", help="mapper file(s) (default: the committed toy mapper)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lambda-sim", type=float, default=0.003)
