@@ -146,7 +146,8 @@ def test_smoothing_blocks_equal_the_recursion_and_zero_phase_is_symmetric():
     assert torch.allclose(smooth_sequence(x, None, alpha), torch.stack(ref), atol=1e-12)
     step = (torch.arange(200) >= 100).double()
     z = smooth_zero_phase(step, alpha)
-    assert torch.allclose(z[99 - torch.arange(40)] + z[100 + torch.arange(40)], torch.ones(40, dtype=z.dtype), atol=1e-4)
+    pairs = z[99 - torch.arange(40)] + z[100 + torch.arange(40)]  # symmetric about the step: pairs sum to 1
+    assert torch.allclose(pairs, torch.ones(40, dtype=z.dtype), atol=1e-4)
     lagged = smooth_sequence(step, None, alpha)
     assert lagged[100] < 0.5 and lagged[99] == 0  # the forward filter alone lags
 
