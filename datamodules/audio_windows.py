@@ -17,6 +17,10 @@ stereo) is decoded and resampled whole, exactly as `load_audio` does, so every w
 cropping `load_audio`'s result; a longer file is read span by span (soundfile seeks), each span resampled
 with torchaudio's sinc resampler and enough context on both sides that it equals the whole-file result up
 to float rounding (torch's conv1d sums in another order for other input lengths: ~1e-7). Stereo is averaged.
+
+`AudioTrack` is the reader under `read_windows` and `stream_blocks`, public for callers that cut windows at
+times of their own: the animate command opens the track once and reads one padded span per chunk of video
+frames (one window per frame, reaching before the start and past the end as zeros).
 """
 
 from __future__ import annotations
@@ -85,13 +89,19 @@ class AudioWindows:
                 "padded": self.padded, "windows": len(self.starts_s), "used": self.describe()}
 
 
-class _Source:
-    """An open sound file read as mono float32 at `sample_rate`, one span at a time."""
+class AudioTrack:
+    """An open sound file read as mono float32 at `sample_rate`, one span at a time (a context manager).
+
+    `span` reads inside the clip; `padded_span` reads any range of the clip's timeline, zero outside it (the
+    animate command's windows reach before the start and past the end). `length` is the clip's length at
+    `sample_rate`; `duration_s`, `file_rate` and `channels` describe the file. Errors name the file."""
 
     def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
         self.path = os.fspath(path)
         self.file = open_audio(path)  # named reasons: missing, empty, not audio, damaged header
         self.file_rate, self.frames = int(self.file.samplerate), int(self.file.frames)
+        self.channels = int(self.file.channels)
+        self.duration_s = self.frames / self.file_rate
         if self.frames <= 0:
             self.file.close()
             raise AudioDecodeError(f"{path}: the file holds no samples")
@@ -108,11 +118,15 @@ class _Source:
             wave = self._frames(0, self.frames)
             self.whole = wave if self.orig == self.new else AF.resample(wave, self.orig, self.new).contiguous()
 
-    def __enter__(self) -> _Source:
+    def __enter__(self) -> AudioTrack:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.file.close()
+        self.whole = None
 
     def _frames(self, start: int, count: int) -> torch.Tensor:
         """Input frames [start, start + count) clipped to the file, mono float32."""
@@ -148,6 +162,16 @@ class _Source:
         first = lo // self.orig * self.new  # output index of `out[0]`
         return out[start - first : stop - first].contiguous()
 
+    def padded_span(self, start: int, count: int) -> tuple[torch.Tensor, int, int]:
+        """`count` samples from sample `start` of the clip's timeline (either may lie outside the clip: zeros
+        there); also the first and one-past-last index of the result that hold the clip's audio."""
+        out = torch.zeros(count)
+        lo, hi = max(0, start), min(self.length, start + count)
+        if hi <= lo:
+            return out, 0, 0
+        out[lo - start : hi - start] = self.span(lo, hi - lo)
+        return out, lo - start, hi - start
+
 
 def grid_starts(length: int, window: int) -> list[int]:
     """Starts of the consecutive window grid of a clip of `length` samples (see the module docstring)."""
@@ -171,7 +195,7 @@ def read_windows(path: str | os.PathLike, sample_rate: int, window_samples: int,
     if window_samples <= 0 or max_windows <= 0:
         raise ValueError(f"read_windows: window_samples and max_windows must be positive, got {window_samples}, "
                          f"{max_windows}")
-    with _Source(path, sample_rate) as src:
+    with AudioTrack(path, sample_rate) as src:
         n, w, sr = src.length, int(window_samples), int(sample_rate)
         grid = grid_starts(n, w)
         if n < w:  # one padded window; `random` places the clip like crop_or_pad does
@@ -208,6 +232,6 @@ def stream_blocks(path: str | os.PathLike, sample_rate: int, block_samples: int)
     shorter), decoding only one block's frames at a time: for the animate command and live input."""
     if block_samples <= 0:
         raise ValueError(f"stream_blocks: block_samples must be positive, got {block_samples}")
-    with _Source(path, sample_rate) as src:
+    with AudioTrack(path, sample_rate) as src:
         for start in range(0, src.length, block_samples):
             yield src.span(start, block_samples)

@@ -24,6 +24,12 @@ from datamodules.input_limits import MAX_IMAGE_PIXELS, file_problem
 # a blur the projector would then faithfully reproduce.
 DEFAULT_MIN_SIDE = 32
 VECTOR_SUFFIXES = (".svg", ".svgz", ".eps", ".pdf", ".ai")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def is_image_spec(spec: object) -> bool:
+    """Whether an edit-source spec names an image file (to be projected) rather than a seed or a W+ file."""
+    return isinstance(spec, str) and spec.lower().endswith(IMAGE_SUFFIXES)
 
 
 class ImageLoadError(ValueError):

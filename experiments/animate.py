@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from datamodules.audio_windows import AudioTrack
+from datamodules.image_io import is_image_spec
 from datamodules.latent_sources import parse_sources, source_wplus
 from experiments.cli_errors import add_debug_flag, run_cli
-from experiments.project import is_image_spec, project_image_sources
-from lightning_modules.animation import AnimationSettings, Animator, TrackReader, frame_count
+from lightning_modules.animation import AnimationSettings, Animator, frame_count
 from lightning_modules.animation_outputs import VideoWriter, contact_sheet
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
@@ -80,42 +81,46 @@ def animate(sound: str, source: str, out: str | Path, models: dict, settings: An
     encoder = load_audio_encoder(models["audio_encoder"]).eval().requires_grad_(False)
     mapper = load_mapper(models["mapper"]) if settings.mode == "mapper" else None
     spec = source
-    if is_image_spec(source):
+    if is_image_spec(source):  # projection (and its imports) only for image sources
+        from experiments.project import project_image_sources
+
         spec = project_image_sources([source], models["generator"])[0]
     w_source = source_wplus(parse_sources([spec]), G, models.get("truncation", 0.7))[0]
-    reader = TrackReader(sound, encoder.sample_rate)
     animator = Animator(G, clip_model, encoder, w_source, settings, mapper)
-    run = new_run_dir(out, "animate")
-    total = frame_count(reader.duration, settings.fps)
+    show = (lambda stage, done, n: print(f"\ranimate: {stage} frame {done}/{n} ", end="", file=sys.stderr,
+                                         flush=True)) if progress else None
+    with AudioTrack(sound, encoder.sample_rate) as reader:  # the shared window reader; errors name the file
+        duration, file_rate, channels = reader.duration_s, reader.file_rate, reader.channels
+        run = new_run_dir(out, "animate")
+        trajectory = animator.trajectory(reader, show)
+    total = frame_count(duration, settings.fps)
     sheet_at = {round(i * (total - 1) / max(1, SHEET_FRAMES - 1)) for i in range(min(SHEET_FRAMES, total))}
     thumbs = []
     writer = VideoWriter(run / "animation.mp4", sound, settings.fps, settings.size, settings.crf, settings.preset)
-    show = (lambda done, n: print(f"\ranimate: frame {done}/{n}", end="", file=sys.stderr, flush=True)) \
-        if progress else None
     try:
-        for idx, frames in animator.frames(reader, show):
+        for idx, frames in animator.render(trajectory, show):
             writer.write(frames)
             thumbs += [(k / settings.fps, frames[j]) for j, k in enumerate(idx) if k in sheet_at]
     finally:
         writer.close()
     if progress:
         print(file=sys.stderr)
-    records = [r.__dict__ for r in animator.state.records]
+    records = [r.as_dict() for r in animator.state.records]
     padded = sum(r["padded"] for r in records)
     silent = sum(r["silent"] for r in records)
     notes = [animator.latency_note()]
-    if reader.duration < animator.window_s:
-        notes.append(f"the track ({reader.duration:.2f} s) is shorter than one encoder window "
+    if duration < animator.window_s:
+        notes.append(f"the track ({duration:.2f} s) is shorter than one encoder window "
                      f"({animator.window_s:g} s): every window is zero-padded")
     if silent:
         notes.append(f"{silent} of {total} frames are below the silence floor ({settings.silence_floor_dbfs:g} "
                      f"dBFS): strength 0, they show the source")
-    sheet = contact_sheet(thumbs, records, reader.duration, run / "contact_sheet.png",
+    sheet = contact_sheet(thumbs, records, duration, run / "contact_sheet.png",
                           f"{Path(sound).name} x {source}: {settings.mode}, strength {settings.strength:g}, "
                           f"{settings.fps:g} fps")
     seconds = time.perf_counter() - t0
-    summary = {"sound": sound, "source": source, "duration_s": reader.duration, "file_rate": reader.file_rate,
-               "file_channels": reader.channels, "frames": total, "frame_rounding": "ceil(duration * fps)",
+    summary = {"sound": sound, "source": source, "duration_s": duration, "file_rate": file_rate,
+               "file_channels": channels, "frames": total, "frame_rounding": "ceil(duration * fps)",
                "padded_frames": padded, "silent_frames": silent, "notes": notes, "models": models,
                "settings": animator.settings_dict(), "seconds": round(seconds, 3),
                "frames_per_second_rendered": round(total / seconds, 2), "per_frame": records}

@@ -28,7 +28,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from datamodules.image_io import DEFAULT_MIN_SIDE, ImageLoadError, load_image
+from datamodules.image_io import (  # noqa: F401 (IMAGE_SUFFIXES, is_image_spec: re-exported)
+    DEFAULT_MIN_SIDE,
+    IMAGE_SUFFIXES,
+    ImageLoadError,
+    is_image_spec,
+    load_image,
+)
 from datamodules.input_limits import MAX_IMAGE_PIXELS
 from experiments.cli_errors import add_debug_flag, run_cli
 from experiments.weights import sha256_of
@@ -40,7 +46,6 @@ from lightning_modules.projection import ProjectionConfig, Projector
 
 DEFAULT_CONFIG = Path(__file__).parent / "projection" / "default.yaml"
 OUTPUT_FILES = ("w_plus.pt", "target.png", "reconstruction.png", "metrics.json")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 def default_cache_dir() -> Path:
@@ -218,11 +223,6 @@ def project_cached(image_path: str | Path, generator_path: str | Path, cache_dir
                    config: ProjectionConfig | None = None, **kwargs) -> Path:
     """The cached w_plus.pt for one image (projected now if not cached); see `project_cached_many`."""
     return project_cached_many([image_path], generator_path, cache_dir, config, **kwargs)[0]
-
-
-def is_image_spec(spec: object) -> bool:
-    """Whether an edit-source spec names an image file (to be projected) rather than a seed or a W+ file."""
-    return isinstance(spec, str) and spec.lower().endswith(IMAGE_SUFFIXES)
 
 
 def missing_image_sources(specs: Sequence[object]) -> list[tuple[str, str]]:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from PIL import Image, ImageDraw, ImageFont
+
+from datamodules.audio_io import open_audio
 
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
@@ -25,7 +26,7 @@ class VideoWriter:
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists; animations are never overwritten")
-        self.track = sf.SoundFile(track)
+        self.track = open_audio(track)  # the original channels and rate, muxed as they are (errors name it)
         self.channels = 1 if self.track.channels == 1 else 2  # more than two channels are downmixed to stereo
         self.out_rate = self.track.samplerate if self.track.samplerate in AAC_RATES else 48000
         self.fps = Fraction(fps).limit_denominator(1001)

@@ -10,12 +10,22 @@ import pytest
 import soundfile as sf
 import torch
 
+from datamodules.audio_windows import AudioTrack
 from experiments import animate
-from lightning_modules.animation import AnimationSettings, frame_count, loudness_strength
+from lightning_modules.animation import (
+    AnimationSettings,
+    Animator,
+    frame_count,
+    loudness_strength,
+    smooth_sequence,
+    smooth_zero_phase,
+)
 from lightning_modules.animation_outputs import VideoWriter
-from lightning_modules.audio_export import export_audio_encoder
+from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
+from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.networks.audio_encoder import AudioEncoder
-from lightning_modules.networks.mapper import SoundMapper, save_mapper
+from lightning_modules.networks.checkpoints import load_generator
+from lightning_modules.networks.mapper import SoundMapper, load_mapper, save_mapper
 
 FPS = 10.0
 
@@ -124,3 +134,44 @@ def test_command_line_reports_bad_input_in_one_line(models, tmp_path, capsys):
                          "--audio-encoder", models["audio_encoder"], "--mapper", models["mapper"]])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "noise.wav" in err[0]
+
+
+def test_smoothing_blocks_equal_the_recursion_and_zero_phase_is_symmetric():
+    x = torch.randn(150, 3, dtype=torch.float64)
+    alpha = 0.2
+    y, ref = x[0].clone(), []
+    for k in range(len(x)):  # y_k = y_{k-1} + alpha (x_k - y_{k-1})
+        y = y + alpha * (x[k] - y)
+        ref.append(y)
+    assert torch.allclose(smooth_sequence(x, None, alpha), torch.stack(ref), atol=1e-12)
+    step = (torch.arange(200) >= 100).double()
+    z = smooth_zero_phase(step, alpha)
+    pairs = z[99 - torch.arange(40)] + z[100 + torch.arange(40)]  # symmetric about the step: pairs sum to 1
+    assert torch.allclose(pairs, torch.ones(40, dtype=z.dtype), atol=1e-4)
+    lagged = smooth_sequence(step, None, alpha)
+    assert lagged[100] < 0.5 and lagged[99] == 0  # the forward filter alone lags
+
+
+def test_a_change_in_the_sound_is_centred_offline_and_lagged_when_causal(models, tmp_path, single_thread):
+    """Noise, then a tone, at t = 1.5 s: the smoothed embedding trajectory crosses half-way within half a window of
+    1.5 s offline (the old forward smoothing lagged by ~tau ln 2 = 0.35 s more), and after 1.5 s + W/2 causally."""
+    rate = 16000
+    t = np.arange(round(1.5 * rate)) / rate
+    x = np.concatenate([0.1 * np.random.default_rng(0).standard_normal(len(t)), 0.1 * np.sin(2 * np.pi * 440 * t)])
+    sf.write(tmp_path / "step.wav", x.astype(np.float32), rate)
+    G = load_generator(models["generator"]).eval()
+    enc = load_audio_encoder(models["audio_encoder"]).eval()
+    crossing = {}
+    for causal in (False, True):
+        s = _settings(smooth=0.5, causal=causal)
+        a = Animator(G, CLIPWrapper(models["clip"]), enc, torch.zeros(G.n_latent, G.style_dim), s,
+                     load_mapper(models["mapper"]))
+        with AudioTrack(str(tmp_path / "step.wav"), enc.sample_rate) as track:
+            traj = a.trajectory(track)
+        e_a, e_b = traj.raw[5], traj.raw[-5]  # windows fully inside noise / tone
+        p = (traj.emb @ (e_b - e_a)).numpy()
+        mid = (p[5] + p[-5]) / 2
+        k = int(np.argmax(p > mid))
+        crossing[causal] = (k - 1 + (mid - p[k - 1]) / (p[k] - p[k - 1])) / FPS
+    assert abs(crossing[False] - 1.5) <= 0.25, crossing  # W / 2 = 0.25 s
+    assert crossing[True] > 1.5 + 0.25, crossing

@@ -145,3 +145,20 @@ def test_twenty_minute_file_reads_in_bounded_memory(tmp_path):
     growth_mib = (long_run["peak_kib"] - short_run["peak_kib"]) / 1024
     whole_mib = rate * seconds * 2 * 4 / 2**20
     assert whole_mib > 400 and growth_mib < 100, (growth_mib, long_run, short_run)
+
+
+def test_audio_track_padded_span_is_zero_outside_the_clip(tmp_path):
+    """AudioTrack (animate's reader): spans reaching before the start / past the end hold the clip where it is."""
+    from datamodules.audio_windows import AudioTrack
+
+    path = tmp_path / "t.wav"
+    sf.write(path, _noise(22050, 1.0, 2), 22050, subtype="PCM_16")
+    whole = load_audio(path, 16000)
+    with AudioTrack(path, 16000) as track:
+        assert track.channels == 2 and track.duration_s == pytest.approx(1.0) and track.length == len(whole)
+        span, r0, r1 = track.padded_span(-300, 1000)
+        assert (r0, r1) == (300, 1000) and torch.equal(span[:300], torch.zeros(300))
+        assert torch.equal(span[300:], whole[:700])
+        span, r0, r1 = track.padded_span(len(whole) - 200, 500)
+        assert (r0, r1) == (0, 200) and torch.equal(span[:200], whole[-200:]) and not span[200:].any()
+        assert track.padded_span(len(whole) + 10, 50)[1:] == (0, 0)
