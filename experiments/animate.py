@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -66,8 +67,10 @@ def load_config(path: str | Path) -> tuple[dict, dict]:
 
 
 def animate(sound: str, source: str, out: str | Path, models: dict, settings: AnimationSettings,
-            progress: bool = True) -> dict:
-    """Render the animation; returns the paths written and the timing. Raises with one line on bad input."""
+            progress: bool | Callable[[int, int], None] = True) -> dict:
+    """Render the animation; returns the paths written and the timing. Raises with one line on bad input.
+    `progress`: True prints frame counts, or a callable(done, total) called per chunk (an exception it raises stops
+    the render; the partial MP4 is closed)."""
     t0 = time.perf_counter()
     for key in ("generator", "clip", "audio_encoder") + (("mapper",) if settings.mode == "mapper" else ()):
         if not models.get(key) or not Path(models[key]).is_file():
@@ -90,15 +93,16 @@ def animate(sound: str, source: str, out: str | Path, models: dict, settings: An
     sheet_at = {round(i * (total - 1) / max(1, SHEET_FRAMES - 1)) for i in range(min(SHEET_FRAMES, total))}
     thumbs = []
     writer = VideoWriter(run / "animation.mp4", sound, settings.fps, settings.size, settings.crf, settings.preset)
-    show = (lambda done, n: print(f"\ranimate: frame {done}/{n}", end="", file=sys.stderr, flush=True)) \
-        if progress else None
+    show = progress if callable(progress) else (
+        lambda done, n: print(f"\ranimate: frame {done}/{n}", end="", file=sys.stderr, flush=True)
+    ) if progress else None
     try:
         for idx, frames in animator.frames(reader, show):
             writer.write(frames)
             thumbs += [(k / settings.fps, frames[j]) for j, k in enumerate(idx) if k in sheet_at]
     finally:
         writer.close()
-    if progress:
+    if progress is True:
         print(file=sys.stderr)
     records = [r.__dict__ for r in animator.state.records]
     padded = sum(r["padded"] for r in records)

@@ -11,6 +11,7 @@ import json
 import queue
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -65,6 +66,28 @@ class PageSessions:
         shutil.rmtree(self.root / slug(getattr(request, "session_hash", None) or "anonymous"), ignore_errors=True)
 
 
+def in_thread(job: Callable[[Callable[[object], None]], object], box: dict) -> Iterator[object]:
+    """Run `job(put)` in a worker thread and yield what it puts while it runs; its result lands in box["result"]
+    and its exception is raised here (so the page's generator streams progress and reports errors itself)."""
+    items: queue.Queue = queue.Queue()
+    finished = object()
+
+    def work() -> None:
+        try:
+            box["result"] = job(items.put)
+        except BaseException as err:  # handed to the page's thread, which reports it
+            box["error"] = err
+        items.put(finished)
+
+    box.pop("result", None)
+    box.pop("error", None)
+    threading.Thread(target=work, daemon=True).start()
+    while (item := items.get()) is not finished:
+        yield item
+    if "error" in box:
+        raise box.pop("error")
+
+
 def example_sounds(cfg: AppConfig, folder: Path) -> dict[str, str]:
     """label -> wav path: one fresh procedural clip per configured label, plus the files of `examples_dir`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,47 +135,56 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
 
     def run_edit(upload, recording, example, wplus, image, seed, mode, strength, steps, lambda_sim, text, text_mix,
                  loudness, window, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-        """Generator: yields (source, edit, status, downloads) as the edit forms."""
+        """Generator: yields (source, edit, status, downloads, video) as the edit forms; a sound longer than the
+        encoder's window then also gets its video (experiments.animate), with its own progress."""
         cancel = threading.Event()
         try:
             sound_path, sound_name = choose_sound(upload, recording, example)
-            read_sound(sound_path, engine.encoder.sample_rate, cfg.max_upload_mb, cfg.max_audio_seconds)
+            wave = read_sound(sound_path, engine.encoder.sample_rate, cfg.max_upload_mb, cfg.max_audio_seconds)
             painting = choose_painting(wplus, image, seed, progress)
             settings = EditSettings(mode=mode, strength=float(strength), steps=int(steps), lr=cfg.lr,
                                     lambda_sim=float(lambda_sim), text_prompt=(text or "").strip() or None,
                                     audio_weight=1.0 - float(text_mix) if (text or "").strip() else 1.0,
-                                    intensity=bool(loudness), window=window)
+                                    loudness=bool(loudness), window=window)
             source = as_numpy(engine.render(painting.w))
-            yield source, None, f"editing {painting.name} with {sound_name} ({MODE_LABELS[mode]})", None
-            frames: queue.Queue = queue.Queue()
+            yield source, None, f"editing {painting.name} with {sound_name} ({MODE_LABELS[mode]})", None, None
             box: dict = {}
-
-            def work() -> None:
-                try:
-                    box["outcome"] = engine.edit(painting, sound_path, settings,
-                                                 on_frame=lambda *f: frames.put(f), cancel=cancel)
-                except BaseException as err:  # handed to the page's thread, which reports it
-                    box["error"] = err
-                frames.put(None)
-
-            threading.Thread(target=work, daemon=True).start()
-            while (item := frames.get()) is not None:
-                step, total, image_t = item
+            for step, total, image_t in in_thread(lambda put: engine.edit(
+                    painting, sound_path, settings, on_frame=lambda *f: put(f), cancel=cancel), box):
                 progress((step, total), desc="Eq. 2")
-                yield source, as_numpy(image_t), f"step {step} of {total}", None
-            if "error" in box:
-                raise box["error"]
-            outcome = box["outcome"]
-            files = write_downloads(outcome, painting, sound_name, sessions.folder(request))
+                yield source, as_numpy(image_t), f"step {step} of {total}", None, None
+            outcome = box["result"]
+            folder = sessions.folder(request)
+            files = write_downloads(outcome, painting, sound_name, folder)
             m = outcome.metrics
-            status = (f"done: {painting.name} + {sound_name}, {MODE_LABELS[mode]}; CLIP cosine to the sound "
+            status = (f"{painting.name} + {sound_name}, {MODE_LABELS[mode]}; CLIP cosine to the sound "
                       f"{m['clip_cos_before']:.3f} -> {m['clip_cos_after']:.3f}, |w - w_s| {m['w_dist']:.2f}; "
                       f"sound window: {m['window']}")
-            yield as_numpy(outcome.source), as_numpy(outcome.edited), status, files
+            if settings.loudness:
+                status += f"; loudness {m['loudness_dbfs']:.1f} dBFS -> strength x {m['loudness_strength']:.2f}"
+            seconds = len(wave) / engine.encoder.sample_rate
+            if seconds <= engine.window_seconds:
+                yield as_numpy(outcome.source), as_numpy(outcome.edited), f"done: {status}", files, None
+                return
+            yield (as_numpy(outcome.source), as_numpy(outcome.edited),
+                   f"edit ready: {status}; rendering the video of the whole {seconds:.1f} s sound", files, None)
+
+            def video_progress(put):
+                def report(done: int, total: int) -> None:
+                    if cancel.is_set():
+                        raise EditCancelled("video cancelled")
+                    put((done, total))
+                return engine.video(painting, sound_path, settings, folder, report)
+
+            for done, total in in_thread(video_progress, box):
+                progress((done, total), desc="video")
+            files = [*files, str(box["result"])]
+            yield (as_numpy(outcome.source), as_numpy(outcome.edited), f"done: {status}; video of the whole sound "
+                   f"({engine.video_mode} mode)", files, str(box["result"]))
         except (PageInputError, ModeUnavailable, ValueError, FileNotFoundError) as err:
-            yield None, None, f"⚠ {err}", None
+            yield None, None, f"⚠ {err}", None, None
         except EditCancelled:
-            yield gr.skip(), gr.skip(), "cancelled", None
+            yield gr.skip(), gr.skip(), "cancelled", gr.skip(), None
         finally:
             cancel.set()  # a cancelled or abandoned generator stops the optimisation at its next step
 
@@ -231,7 +263,9 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
                                            minimum=0, elem_id="lambda_sim")
                     text = gr.Textbox(label="Optional text prompt", elem_id="text")
                     text_mix = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Text weight", elem_id="text_mix")
-                    loudness = gr.Checkbox(label="Louder sound, stronger edit", elem_id="loudness")
+                    loudness = gr.Checkbox(label="Louder sound, stronger edit (strength x 0 at the silence floor "
+                                           f"... 1 at {engine.animation.full_dbfs:g} dBFS, every mode)",
+                                           elem_id="loudness")
                     with gr.Row():
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit_btn")
                         cancel_btn = gr.Button("Cancel", elem_id="cancel_btn")
@@ -241,7 +275,10 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
                                       height=cfg.display_size + 60)
                 edited_out = gr.Image(label="Edit", format="png", elem_id="edited", interactive=False,
                                       height=cfg.display_size + 60)
-            downloads = gr.File(label="Downloads: PNG, W+ .pt, metrics JSON", file_count="multiple",
+            video_out = gr.Video(label="The painting following the whole sound (sounds longer than "
+                                 f"{engine.window_seconds:g} s)", elem_id="video", interactive=False,
+                                 height=cfg.display_size + 60)
+            downloads = gr.File(label="Downloads: PNG, W+ .pt, metrics JSON, MP4", file_count="multiple",
                                 elem_id="downloads", interactive=False)
         with gr.Tab("Live"):
             gr.Markdown("Speak, play music or make noise: each chunk of ≤ 0.5 s moves the painting through the "
@@ -260,7 +297,7 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
         samples.select(pick, None, seed, api_name=False)
         event = edit_btn.click(
             run_edit, [upload, recording, example, wplus, image, seed, mode, strength, steps, lambda_sim, text,
-                       text_mix, loudness, window], [source_out, edited_out, status, downloads],
+                       text_mix, loudness, window], [source_out, edited_out, status, downloads, video_out],
             api_name="edit", concurrency_limit=cfg.concurrency_limit, concurrency_id="edits")
         cancel_btn.click(None, None, None, cancels=[event], api_name=False)
         live_mic.stream(live_update, [live_mic, live_buffer, seed, strength], [live_image, live_buffer, live_status],
