@@ -7,6 +7,9 @@ Results are written to a per-session folder under the server's temporary root, r
 
 from __future__ import annotations
 
+import base64
+import functools
+import io
 import json
 import queue
 import shutil
@@ -19,6 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from PIL import Image
 
 from datamodules.soundzoo import synthesize
 from experiments.app.config import AppConfig
@@ -86,6 +90,14 @@ def in_thread(job: Callable[[Callable[[object], None]], object], box: dict) -> I
         yield item
     if "error" in box:
         raise box.pop("error")
+
+
+def live_html(frame: torch.Tensor, caption: str) -> str:
+    """A live frame as inline HTML: the exact uint8 (3, H, W) image as a PNG data URL, and its caption."""
+    buf = io.BytesIO()
+    Image.fromarray(as_numpy(frame)).save(buf, format="png", compress_level=1)
+    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img src="{src}" alt="{caption}" title="{caption}"><div class="live-caption">{caption}</div>'
 
 
 def example_sounds(cfg: AppConfig, folder: Path) -> dict[str, str]:
@@ -204,7 +216,9 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
     window_samples = engine.encoder.clip_samples
 
     def live_update(chunk, buffer, seed, strength):
-        """One microphone chunk: append to the causal window, embed, map, render (one frame per chunk)."""
+        """One microphone chunk: append to the causal window, embed, map, render (one frame per chunk). The frame
+        goes back inline (a PNG data URL in the HTML, with the chunk's level), so the browser shows it without
+        fetching a file: one message per chunk, no second request."""
         if chunk is None:
             return gr.skip(), buffer, gr.skip()
         rate, data = chunk
@@ -217,11 +231,17 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
         buffer = torch.zeros(window_samples) if buffer is None else buffer
         buffer = torch.cat([buffer, wave])[-window_samples:]
         try:
-            frame = engine.live_frame(engine.seed_painting(int(seed)).w, buffer, float(strength))
+            frame = engine.live_frame(live_source(int(seed)), buffer, float(strength))
         except ModeUnavailable as err:
             return gr.skip(), buffer, f"⚠ {err}"
         level = 20 * np.log10(max(float(wave.pow(2).mean().sqrt()) if wave.numel() else 0.0, 1e-6))
-        return as_numpy(frame), buffer, f"{wave.numel() / engine.encoder.sample_rate:.2f} s chunk at {level:.0f} dBFS"
+        return live_html(frame, f"{wave.numel() / engine.encoder.sample_rate:.2f} s chunk at {level:.0f} dBFS"), \
+            buffer, gr.skip()
+
+    @functools.lru_cache(maxsize=64)
+    def live_source(seed: int) -> torch.Tensor:
+        """The W+ code of a gallery seed (mapped once, not per chunk)."""
+        return engine.seed_painting(seed).w
 
     # ------------------------------------------------------------------------------------------ layout
     with gr.Blocks(title="aiartist: sound-guided painting edits", analytics_enabled=False,
@@ -287,8 +307,7 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
             with gr.Row():
                 live_mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
                                     elem_id="live_mic")
-                live_image = gr.Image(label="Live painting", format="png", elem_id="live_image", interactive=False,
-                                      height=cfg.display_size + 60)
+                live_image = gr.HTML("", label="Live painting", elem_id="live_image", min_height=cfg.display_size)
             live_status = gr.Markdown("", elem_id="live_status")
 
         def pick(evt: gr.SelectData) -> int:
