@@ -99,6 +99,43 @@ def api_edit(client, sound: str, seed: int, mode: str, steps: int) -> tuple[floa
     return time.perf_counter() - t, out[2]
 
 
+def live_rate(pw, chromium: str, url: str, root: Path, seconds: float) -> tuple[float, float, int]:
+    """(updates/s rendered in Chromium after the first 5 s, sound-to-picture latency in s, frames) of the live tab
+    with a WAV as the fake microphone."""
+    # 3 s of silence, then fire; latency = first loud frame - record click - 3 s
+    mic = root / "mic.wav"
+    fire = synthesize("fire crackling", 3, seconds=seconds + 5)
+    sf.write(mic, np.concatenate([np.zeros(48000, np.float32), fire]), 16000, subtype="PCM_16")
+    browser = pw.chromium.launch(executable_path=chromium, headless=True, chromium_sandbox=False,
+                                 args=FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                               f"--use-file-for-fake-audio-capture={mic}"])
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Live").click()
+    # a frame counts once its image has loaded (decoded, ready to paint), not when its src changes
+    page.evaluate("""() => { window.__live = [];
+        document.addEventListener('load', e => { const i = e.target;
+          if (!(i instanceof HTMLImageElement) || !i.closest('#live_image')) return;
+          const s = i.alt || '';
+          if (window.__live.length === 0 || window.__live.at(-1).src !== i.src)
+            window.__live.push({src: i.src, t: performance.now(), status: s}); }, true); }""")
+    t_click = page.evaluate("performance.now()")
+    page.locator("#live_mic").get_by_role("button", name=re.compile("record", re.I)).first.click()
+    time.sleep(seconds)
+    frames = page.evaluate("window.__live")
+    browser.close()
+    levels = [(f["t"], float(m.group(1))) for f in frames if (m := re.search(r"at (-?\d+) dBFS", f["status"]))]
+    loud = next((t for t, level in levels if level > -40), None)
+    window = [f for f in frames if f["t"] - t_click > 5000]
+    rate = (len(window) - 1) / ((window[-1]["t"] - window[0]["t"]) / 1000) if len(window) > 1 else 0.0
+    return (rate, (loud - t_click) / 1000 - 3.0 if loud else float("nan"), len(frames))
+
+
+def live_rows(rate: float, latency: float, n_frames: int, seconds: float) -> str:
+    return (f"| live updates rendered (loaded) in Chromium | {rate:.1f} /s ({n_frames} frames in {seconds:g} s) |\n"
+            f"| live sound-to-picture latency (first loud frame) | {latency:.2f} s |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--encoder")
@@ -108,6 +145,7 @@ def main() -> None:
     p.add_argument("--live-seconds", type=float, default=15.0)
     p.add_argument("--screenshot", help="save a screenshot of the page after an edit here (e.g. docs/app.png)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the server and of the baseline")
+    p.add_argument("--live-only", action="store_true", help="only the live part (updates/s, latency)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -129,6 +167,17 @@ def main() -> None:
         fire = root / "fire.wav"
         sf.write(fire, synthesize("fire crackling", 7, seconds=2.0), 16000)
         print(f"bench_app: {about}; load average {os.getloadavg()[0]:.1f}; torch threads {torch.get_num_threads()}")
+        if args.live_only:
+            proc, url = start_server(root / "app.yaml", root, args.threads)
+            try:
+                with sync_playwright() as pw:
+                    rate, latency, n_frames = live_rate(pw, chromium, url, root, args.live_seconds)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+            print(f"load average now {os.getloadavg()[0]:.1f}")
+            print(live_rows(rate, latency, n_frames, args.live_seconds))
+            return
 
         engine = EditEngine(load_app_config(root / "app.yaml"))  # baseline: the same edit without the page
         engine.edit(engine.seed_painting(499), fire, EditSettings(mode="mapper", steps=0))  # warm-up
@@ -177,36 +226,7 @@ def main() -> None:
                     page.wait_for_function("(document.querySelector('#status')?.innerText || '').startsWith('done')")
                     page.screenshot(path=args.screenshot, full_page=True)
                 browser.close()
-                # live: 3 s of silence, then fire; latency = first loud frame - record click - 3 s
-                mic = root / "mic.wav"
-                sf.write(mic, np.concatenate([np.zeros(48000, np.float32), synthesize("fire crackling", 3, seconds=
-                                                                                       args.live_seconds + 5)]),
-                         16000, subtype="PCM_16")
-                browser = pw.chromium.launch(executable_path=chromium, headless=True, chromium_sandbox=False,
-                                             args=FLAGS + ["--use-fake-ui-for-media-stream",
-                                                           "--use-fake-device-for-media-stream",
-                                                           f"--use-file-for-fake-audio-capture={mic}"])
-                page = browser.new_page()
-                page.goto(url)
-                page.get_by_role("tab", name="Live").click()
-                page.evaluate("""() => { window.__live = [];
-                    new MutationObserver(() => { const i = document.querySelector('#live_image img');
-                      const s = document.querySelector('#live_status')?.innerText || '';
-                      if (i && (window.__live.length === 0 || window.__live.at(-1).src !== i.src))
-                        window.__live.push({src: i.src, t: performance.now(), status: s}); })
-                    .observe(document.body, {subtree: true, childList: true, characterData: true,
-                             attributes: true, attributeFilter: ['src']}); }""")
-                t_click = page.evaluate("performance.now()")
-                page.locator("#live_mic").get_by_role("button", name=re.compile("record", re.I)).first.click()
-                time.sleep(args.live_seconds)
-                frames = page.evaluate("window.__live")
-                browser.close()
-            levels = [(f["t"], float(m.group(1))) for f in frames
-                      if (m := re.search(r"at (-?\d+) dBFS", f["status"]))]
-            loud = next((t for t, level in levels if level > -40), None)
-            window = [f for f in frames if f["t"] - t_click > 5000]
-            rate = (len(window) - 1) / ((window[-1]["t"] - window[0]["t"]) / 1000) if len(window) > 1 else 0.0
-            results["live"] = (rate, (loud - t_click) / 1000 - 3.0 if loud else float("nan"), len(frames))
+                results["live"] = live_rate(pw, chromium, url, root, args.live_seconds)
             # memory: warm up, then rounds of distinct edits (the result cache holds 64)
             for k in range(10):
                 api_edit(client, str(fire), 3000 + k, "mapper", 0)
@@ -228,8 +248,7 @@ def main() -> None:
         print(f"| optimise per step (API, (t60 - t10) / 50) | {per_step['optimise']:.1f} ms |")
         print(f"| refine per step (API) | {per_step['refine']:.1f} ms (x{per_step['refine'] / per_step['optimise']:.2f}"
               f" of optimise) |")
-        print(f"| live updates rendered in Chromium | {rate:.1f} /s ({n_frames} frames in {args.live_seconds:g} s) |")
-        print(f"| live sound-to-picture latency (first loud frame) | {latency:.2f} s |")
+        print(live_rows(rate, latency, n_frames, args.live_seconds))
         print(f"| server RSS after warm-up / +{args.edits} / +{2 * args.edits} edits | "
               + " / ".join(f"{m:.0f}" for m in results["memory"]) + " MB |")
     finally:

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -67,8 +68,10 @@ def load_config(path: str | Path) -> tuple[dict, dict]:
 
 
 def animate(sound: str, source: str, out: str | Path, models: dict, settings: AnimationSettings,
-            progress: bool = True) -> dict:
-    """Render the animation; returns the paths written and the timing. Raises with one line on bad input."""
+            progress: bool | Callable[[int, int], None] = True) -> dict:
+    """Render the animation; returns the paths written and the timing. Raises with one line on bad input.
+    `progress`: True prints frame counts, or a callable(done, total) called per chunk (an exception it raises stops
+    the render; the partial MP4 is closed)."""
     t0 = time.perf_counter()
     for key in ("generator", "clip", "audio_encoder") + (("mapper",) if settings.mode == "mapper" else ()):
         if not models.get(key) or not Path(models[key]).is_file():
@@ -87,8 +90,11 @@ def animate(sound: str, source: str, out: str | Path, models: dict, settings: An
         spec = project_image_sources([source], models["generator"])[0]
     w_source = source_wplus(parse_sources([spec]), G, models.get("truncation", 0.7))[0]
     animator = Animator(G, clip_model, encoder, w_source, settings, mapper)
-    show = (lambda stage, done, n: print(f"\ranimate: {stage} frame {done}/{n} ", end="", file=sys.stderr,
-                                         flush=True)) if progress else None
+    if callable(progress):  # a caller's callable(done, total) hears the rendering stage (and may stop it)
+        show = lambda stage, done, n: progress(done, n) if stage == "rendering" else None  # noqa: E731
+    else:
+        show = (lambda stage, done, n: print(f"\ranimate: {stage} frame {done}/{n} ", end="", file=sys.stderr,
+                                             flush=True)) if progress else None
     with AudioTrack(sound, encoder.sample_rate) as reader:  # the shared window reader; errors name the file
         duration, file_rate, channels = reader.duration_s, reader.file_rate, reader.channels
         run = new_run_dir(out, "animate")
@@ -103,7 +109,7 @@ def animate(sound: str, source: str, out: str | Path, models: dict, settings: An
             thumbs += [(k / settings.fps, frames[j]) for j, k in enumerate(idx) if k in sheet_at]
     finally:
         writer.close()
-    if progress:
+    if progress is True:
         print(file=sys.stderr)
     records = [r.as_dict() for r in animator.state.records]
     padded = sum(r["padded"] for r in records)

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "experiments" / "toyworld" / "weights"
 STEPS = 20
 LAMBDA = 0.003
+VIDEO_FPS = 4.0  # the test server's videos: few small frames
 START_TIMEOUT_S = 600  # a cold start on a loaded 2-core machine may wait for the kernels' build lock
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is a pinned dependency (pyproject)")
@@ -59,7 +60,8 @@ def app_files(tmp_path_factory) -> dict:
                generator_licence="test weights: no licence", steps=STEPS, lambda_sim=LAMBDA, max_steps=100,
                gallery_seeds=[0, 1, 2, 3], example_sounds=["fire crackling", "rain"], example_seconds=1.0,
                projection_steps=10, max_upload_mb=1.0, max_audio_seconds=20.0, max_image_megapixels=1.0,
-               concurrency_limit=2, preview_every=2, live_chunk_seconds=0.1, missing_hint="make toyworld")
+               concurrency_limit=2, preview_every=2, live_chunk_seconds=0.1, missing_hint="make toyworld",
+               video_settings={"fps": VIDEO_FPS, "size": 32})
     (root / "app.yaml").write_text(yaml.safe_dump(cfg))
     sounds = root / "sounds"
     sounds.mkdir()
@@ -97,7 +99,7 @@ def app_server(app_files, tmp_path_factory, request):
 
 def edit(client, sound=None, *, example="fire crackling", wplus=None, image=None, seed=1, mode="optimise",
          strength=1.0, steps=STEPS, lambda_sim=LAMBDA, text="", text_mix=0.0, loudness=False, window="center"):
-    """One call of the page's /edit endpoint; returns (source path, edit path, status, downloads)."""
+    """One call of the page's /edit endpoint; returns (source path, edit path, status, downloads, video)."""
     handle = gradio_client.handle_file
     return client.predict(handle(sound) if sound else None, None, example, handle(wplus) if wplus else None,
                           handle(image) if image else None, seed, mode, strength, steps, lambda_sim, text, text_mix,
@@ -116,8 +118,9 @@ def client(app_server):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["optimise", "mapper", "refine"])
 def test_each_mode_edits_the_painting(client, app_files, mode):
-    source, edited, status, files = edit(client, app_files["fire"], mode=mode)
+    source, edited, status, files, video = edit(client, app_files["fire"], mode=mode)
     assert status.startswith("done"), status
+    assert video is None, "a sound shorter than the encoder's window gets no video"
     assert np.abs(pixels(edited) - pixels(source)).max() > 0, f"{mode}: the edit equals the source"
     assert sorted(Path(f).suffix for f in files) == [".json", ".png", ".pt"]
     assert np.array_equal(pixels(edited), pixels(next(f for f in files if f.endswith(".png"))))
@@ -133,11 +136,64 @@ def test_optimise_streams_frames_and_strength_zero_returns_the_source(client, ap
                         api_name="/edit")
     job.result(timeout=300)
     outputs = job.outputs()
-    statuses = [out[2] for out in outputs if isinstance(out, list | tuple) and len(out) == 4]
+    statuses = [out[2] for out in outputs if isinstance(out, list | tuple) and len(out) == 5]
     assert statuses, outputs
     assert any(re.match(rf"step \d+ of {STEPS}$", s) for s in statuses), statuses  # previews streamed in
-    source, edited, status, _ = edit(client, app_files["fire"], mode="mapper", strength=0.0)
+    source, edited, status, _, _ = edit(client, app_files["fire"], mode="mapper", strength=0.0)
     assert status.startswith("done") and np.array_equal(pixels(edited), pixels(source)), status
+
+
+def wav_at_level(path: Path, label: str, seconds: float, dbfs: float) -> str:
+    """A procedural clip scaled to an RMS level of `dbfs` dBFS."""
+    wave = synthesize(label, 3, seconds=seconds).astype(np.float64)
+    wave *= 10 ** (dbfs / 20) / np.sqrt(np.mean(wave**2))
+    return write_wav(path, wave)
+
+
+def w_distance(files: list[str]) -> float:
+    latent = torch.load(next(f for f in files if f.endswith(".pt")), weights_only=True)
+    return float((latent["w_plus"] - latent["w_source"]).norm())
+
+
+@pytest.mark.slow
+def test_long_sound_gets_a_video_with_the_sound_and_a_window_long_one_does_not(client, tmp_path):
+    import av
+
+    from lightning_modules.animation import frame_count
+
+    long = wav_at_level(tmp_path / "long rain.wav", "rain", 5.0, -30)
+    source, edited, status, files, video = edit(client, long, mode="mapper", seed=5)
+    assert status.startswith("done") and "video" in status, status
+    assert video is not None and video.endswith(".mp4"), video
+    assert any(f.endswith(".mp4") for f in files), files
+    with av.open(video) as container:
+        assert container.streams.audio, "the video has no sound"
+        frames = list(container.decode(video=0))
+        audio_s = float(container.streams.audio[0].duration * container.streams.audio[0].time_base)
+    assert len(frames) == frame_count(5.0, VIDEO_FPS) == 20
+    assert frames[0].width == 32 and abs(audio_s - 5.0) < 0.1, (frames[0].width, audio_s)
+    encoder = load_audio_encoder(str(TOY / "toy_audio_encoder.pt"))
+    window_s = encoder.clip_samples / encoder.sample_rate
+    short = wav_at_level(tmp_path / "short rain.wav", "rain", window_s, -30)
+    *_, status, files, video = edit(client, short, mode="mapper", seed=5)
+    assert status.startswith("done") and video is None and not any(f.endswith(".mp4") for f in files), status
+
+
+@pytest.mark.slow
+def test_loudness_toggle_scales_the_instant_edit_by_the_loudness_map(client, tmp_path):
+    """Instant mode ignores lambda_sim, so the toggle must act on strength: a quiet (above the silence floor)
+    sound edits less with it on, by the documented map; a sound above full strength's level edits as with it off."""
+    from datamodules.loudness import SILENCE_FLOOR_DBFS
+
+    full = yaml.safe_load((REPO / "experiments" / "animate" / "toyworld.yaml").read_text())["settings"]["full_dbfs"]
+    quiet_db = (SILENCE_FLOOR_DBFS + full) / 2  # halfway between the floor and full strength
+    for name, dbfs, factor in (("quiet", quiet_db, 0.5), ("loud", full + 10, 1.0)):
+        sound = wav_at_level(tmp_path / f"{name}.wav", "rain", 1.5, dbfs)
+        *_, status_off, off, _ = edit(client, sound, mode="mapper", seed=6, loudness=False)
+        *_, status_on, on, _ = edit(client, sound, mode="mapper", seed=6, loudness=True)
+        assert status_off.startswith("done") and status_on.startswith("done"), (status_off, status_on)
+        ratio = w_distance(on) / w_distance(off)
+        assert ratio == pytest.approx(factor, abs=0.02), f"{name} ({dbfs:.0f} dBFS): edit ratio {ratio:.3f}"
 
 
 @pytest.mark.slow
@@ -150,7 +206,7 @@ def test_uploaded_image_is_projected_then_edited(client, app_files, tmp_path):
         img = to_uint8(G.synthesis(G.mean_latent().reshape(1, 1, -1).repeat(1, G.n_latent, 1)))
     painting = tmp_path / "my painting.png"
     Image.fromarray(img[0].permute(1, 2, 0).numpy()).resize((64, 48)).save(painting)
-    source, edited, status, files = edit(client, app_files["fire"], image=str(painting))
+    source, edited, status, files, _ = edit(client, app_files["fire"], image=str(painting))
     assert status.startswith("done: my painting.png + fire.wav"), status
     assert np.abs(pixels(edited) - pixels(source)).max() > 0
     cached = list((app_files["root"] / "cache" / "projections").glob("my painting-*/w_plus.pt"))
@@ -203,12 +259,13 @@ def test_bad_uploads_get_their_own_reason_and_the_server_keeps_serving(client, a
     for field, name, reason in cases:
         path = str(tmp_path / name)
         kwargs = {"sound": app_files["fire"], field: path} if field != "sound" else {"sound": path}
-        source, edited, status, files = edit(client, **kwargs)
+        source, edited, status, files, video = edit(client, **kwargs)
         print(f"api {name}: {status}")
         assert status.startswith(f"⚠ {reason}"), f"{name}: {status}"
         assert "Traceback" not in status and str(tmp_path) not in status and edited is None and files is None
+        assert video is None
     assert not Path("/tmp/aiartist-app-pwned").exists(), "the malicious .pt ran code"
-    _, edited, status, _ = edit(client, app_files["fire"], seed=3)
+    _, edited, status, _, _ = edit(client, app_files["fire"], seed=3)
     assert status.startswith("done"), status
 
 

@@ -36,6 +36,8 @@ def test_missing_files_are_listed_with_where_each_is_expected(tmp_path, capsys):
     ({"live_chunk_seconds": 0.8}, "live_chunk_seconds=0.8"),
     ({"steps": 600, "max_steps": 500}, "max_steps=500"),
     ({"max_upload_mb": 0}, "max_upload_mb=0"),
+    ({"video_settings": {"fpz": 3}}, "video_settings must map animate settings"),
+    ({"video_settings": {"fps": -1}}, "need fps > 0"),
 ])
 def test_bad_config_values_are_named(tmp_path, values, reason):
     config = tmp_path / "page.yaml"

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import clip as clip_pkg
 import yaml
 
 from datamodules.input_limits import MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS
 from lightning_modules.clip_wrapper import clip_cache_file
+
+if TYPE_CHECKING:
+    from lightning_modules.animation import AnimationSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).with_name("toyworld.yaml")
@@ -55,7 +59,19 @@ class AppConfig:
     preview_every: int = 5
     live_chunk_seconds: float = 0.1
     display_size: int = 256
+    animate_config: str = "experiments/animate/toyworld.yaml"
+    video_settings: dict = field(default_factory=dict)
     missing_hint: str = "make weights"
+
+    def animation_settings(self) -> AnimationSettings:
+        """The page's video settings: `animate_config`'s settings with `video_settings` over them (an
+        `AnimationSettings`; loudness -> strength uses its silence floor and full-strength level too)."""
+        from experiments.animate import load_config as load_animate_config
+        from lightning_modules.animation import AnimationSettings
+
+        path = self.resolve(self.animate_config)
+        _, settings = load_animate_config(path) if Path(path).is_file() else ({}, {})  # missing: listed on start
+        return AnimationSettings(**{**settings, **self.video_settings})
 
     def resolve(self, path: str | None) -> str | None:
         """A config path made absolute against the repository root (None and absolute paths pass through)."""
@@ -79,7 +95,8 @@ class AppConfig:
 
     def missing_files(self) -> list[tuple[str, str]]:
         """(field, expected path) of each configured file that is not on disk."""
-        files = self.model_files() + [("projection_config", self.resolve(self.projection_config))]
+        files = self.model_files() + [("projection_config", self.resolve(self.projection_config)),
+                                      ("animate_config", self.resolve(self.animate_config))]
         if self.examples_dir:
             files.append(("examples_dir", self.resolve(self.examples_dir)))
         return [(name, path) for name, path in files if not Path(path).exists()]
@@ -113,4 +130,14 @@ def load_app_config(path: str | Path = DEFAULT_CONFIG, **overrides) -> AppConfig
     bad = [name for name, ok in checks if not ok]
     if bad:
         raise AppConfigError(f"{path}: invalid value for {', '.join(f'{n}={getattr(cfg, n)!r}' for n in bad)}")
+    from lightning_modules.animation import AnimationSettings  # torch-heavy: only once the file parsed
+
+    known_video = {f.name for f in fields(AnimationSettings)}
+    if not isinstance(cfg.video_settings, dict) or set(cfg.video_settings) - known_video:
+        raise AppConfigError(f"{path}: video_settings must map animate settings ({sorted(known_video)}) to values, "
+                             f"got {cfg.video_settings!r}")
+    try:  # bad values fail here, naming the file, not when the models load
+        cfg.animation_settings()
+    except (ValueError, TypeError, yaml.YAMLError) as err:
+        raise AppConfigError(f"{path}: animate_config / video_settings: {err}") from err
     return cfg

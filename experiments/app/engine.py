@@ -15,7 +15,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,9 +23,11 @@ import torch.nn.functional as F
 
 from datamodules.audio_windows import POLICIES
 from datamodules.latent_sources import Source, read_latent_file, source_wplus
+from experiments.animate import animate
 from experiments.app.config import MODES, AppConfig
 from experiments.project import load_config as load_projection_config
 from experiments.project import project_cached
+from lightning_modules.animation import loudness_strength
 from lightning_modules.audio_export import load_audio_encoder
 from lightning_modules.clip_wrapper import CLIPWrapper
 from lightning_modules.edit_modes import run_edit
@@ -59,7 +61,7 @@ class EditSettings:
     lambda_sim: float = 0.008
     text_prompt: str | None = None
     audio_weight: float = 1.0
-    intensity: bool = False
+    loudness: bool = False  # strength x loudness_strength(level of the window used), as animate does
     window: str = DEFAULT_WINDOW
 
     def check(self, max_steps: int) -> None:
@@ -121,8 +123,20 @@ class EditEngine:
             self.mapper = load_mapper(cfg.resolve(cfg.mapper)).eval().requires_grad_(False).to(self.device)
         with torch.no_grad():
             self.mean_latent = self.generator.mean_latent()
+        self.animation = cfg.animation_settings()  # the videos' settings; also the loudness -> strength map
         self._cache: OrderedDict[str, EditOutcome] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def window_seconds(self) -> float:
+        """The audio encoder's window: sounds longer than this also get a video."""
+        return self.encoder.clip_samples / self.encoder.sample_rate
+
+    @property
+    def video_mode(self) -> str:
+        """animate's mode for the videos: the mapper whenever one is configured (whatever the still's mode: one
+        forward pass per frame), else animate's per-frame Eq. 2 (`optimise_steps` warm-started steps per frame)."""
+        return "mapper" if self.mapper is not None else "optimise"
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -161,8 +175,7 @@ class EditEngine:
             generator=cfg.resolve(cfg.generator), audio_encoder=cfg.resolve(cfg.audio_encoder),
             clip=cfg.clip_spec(), steps=settings.steps, lr=settings.lr, lambda_sim=settings.lambda_sim,
             truncation=cfg.truncation, sound_crop=settings.window, text_prompt=settings.text_prompt or None,
-            audio_weight=settings.audio_weight if settings.text_prompt else 1.0, intensity=settings.intensity,
-            progress=False,
+            audio_weight=settings.audio_weight if settings.text_prompt else 1.0, progress=False,
         )
         module.generator, module.clip_model, module.audio_encoder = self.generator, self.clip, self.encoder
         return module
@@ -189,8 +202,9 @@ class EditEngine:
         sound_emb, levels = module.embed_sounds([str(sound_path)])
         target = module.targets_for(sound_emb)
         lam = module.lambdas_for(levels).to(self.device)
+        gain = self.loudness_gain(levels[0]) if settings.loudness else 1.0
         w_source = painting.w.to(self.device)
-        w = self._run_edit(w_source, target, lam, settings, on_frame, cancel)
+        w = self._run_edit(w_source, target, lam, settings, gain * settings.strength, on_frame, cancel)
         with torch.no_grad():
             # one image per call, as the edit command renders it (batching may change the last bits)
             source_img, edited_img = self.generator.synthesis(w_source)[0], self.generator.synthesis(w)[0]
@@ -200,7 +214,8 @@ class EditEngine:
             "mode": settings.mode, "settings": asdict(settings), "source": painting.origin,
             "clip_cos_before": float(cos[0]), "clip_cos_after": float(cos[1]),
             "w_dist": float((w - w_source).flatten().norm()), "loudness_dbfs": float(levels[0]),
-            "lambda_sim": float(lam[0]), "window": module.sound_info[0]["used"],
+            "loudness_strength": gain, "strength_used": gain * settings.strength, "lambda_sim": float(lam[0]),
+            "window": module.sound_info[0]["used"],
         }
         outcome = EditOutcome(to_uint8(source_img[None])[0].cpu(), to_uint8(edited_img[None])[0].cpu(),
                               w.detach().cpu(), w_source.cpu(), metrics)
@@ -211,9 +226,15 @@ class EditEngine:
                     self._cache.popitem(last=False)
         return outcome
 
+    def loudness_gain(self, level_dbfs: float) -> float:
+        """The loudness toggle's factor on strength: animate's `loudness_strength` with the page's animate settings
+        (0 at the shared silence floor, linear in dB to 1 at `full_dbfs`), so a still and a video agree."""
+        a = self.animation
+        return loudness_strength(level_dbfs, a.silence_floor_dbfs, a.full_dbfs)
+
     def _run_edit(self, w_source: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, settings: EditSettings,
-                  on_frame: PROGRESS_FRAME | None, cancel: threading.Event | None) -> torch.Tensor:
-        """The edit command's `run_edit` with this request's mode, strength and steps (refine runs `steps` steps
+                  strength: float, on_frame: PROGRESS_FRAME | None, cancel: threading.Event | None) -> torch.Tensor:
+        """The edit command's `run_edit` with this request's mode, `strength` and steps (refine runs `steps` steps
         from the mapper's edit); previews every `preview_every` steps; a set `cancel` stops it after that step."""
         every = self.cfg.preview_every
 
@@ -223,11 +244,31 @@ class EditEngine:
             return cancel is not None and cancel.is_set()
 
         result = run_edit(self.generator, self.clip, w_source, target, lam, mode=settings.mode, mapper=self.mapper,
-                          strength=settings.strength, steps=settings.steps, lr=settings.lr,
+                          strength=strength, steps=settings.steps, lr=settings.lr,
                           refine_steps=settings.steps, callback=callback)
         if cancel is not None and cancel.is_set():
             raise EditCancelled("edit cancelled")
         return result.w.to(self.device)
+
+    # ------------------------------------------------------------------------------------------ videos
+    def video(self, painting: Painting, sound_path: str | Path, settings: EditSettings, folder: Path,
+              progress: Callable[[int, int], None] | None = None) -> Path:
+        """MP4 (with the sound) of `painting` following the whole sound: `experiments.animate.animate` with the
+        page's models and animate settings, this request's strength and loudness toggle; written under `folder`,
+        reused there when the same painting, sound, strength and toggle were rendered before. `progress(done,
+        total)` runs per chunk of frames; an exception it raises stops the render."""
+        anim = replace(self.animation, mode=self.video_mode, strength=settings.strength,
+                       loudness_drives_strength=settings.loudness)
+        key = hashlib.sha256(json.dumps([painting.key, sha256_file(sound_path), asdict(anim)]).encode()).hexdigest()
+        out = folder / f"video-{key[:16]}"
+        done = sorted(p.parent / "animation.mp4" for p in out.glob("*/frames.json"))
+        if done:
+            return done[-1]
+        out.mkdir(parents=True, exist_ok=True)
+        source = out / "source_w_plus.pt"
+        torch.save({"w_plus": painting.w.detach().cpu().clone()}, source)
+        models = dict(self.cfg.model_files())
+        return animate(str(sound_path), str(source), out, models, anim, progress=progress or False)["video"]
 
     # ------------------------------------------------------------------------------------------ live mode
     @torch.no_grad()

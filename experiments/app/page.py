@@ -7,10 +7,14 @@ Results are written to a per-session folder under the server's temporary root, r
 
 from __future__ import annotations
 
+import base64
+import functools
+import io
 import json
 import queue
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -18,6 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from PIL import Image
 
 from datamodules.soundzoo import synthesize
 from experiments.app.config import AppConfig
@@ -63,6 +68,36 @@ class PageSessions:
 
     def remove(self, request: gr.Request | None) -> None:
         shutil.rmtree(self.root / slug(getattr(request, "session_hash", None) or "anonymous"), ignore_errors=True)
+
+
+def in_thread(job: Callable[[Callable[[object], None]], object], box: dict) -> Iterator[object]:
+    """Run `job(put)` in a worker thread and yield what it puts while it runs; its result lands in box["result"]
+    and its exception is raised here (so the page's generator streams progress and reports errors itself)."""
+    items: queue.Queue = queue.Queue()
+    finished = object()
+
+    def work() -> None:
+        try:
+            box["result"] = job(items.put)
+        except BaseException as err:  # handed to the page's thread, which reports it
+            box["error"] = err
+        items.put(finished)
+
+    box.pop("result", None)
+    box.pop("error", None)
+    threading.Thread(target=work, daemon=True).start()
+    while (item := items.get()) is not finished:
+        yield item
+    if "error" in box:
+        raise box.pop("error")
+
+
+def live_html(frame: torch.Tensor, caption: str) -> str:
+    """A live frame as inline HTML: the exact uint8 (3, H, W) image as a PNG data URL, and its caption."""
+    buf = io.BytesIO()
+    Image.fromarray(as_numpy(frame)).save(buf, format="png", compress_level=1)
+    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img src="{src}" alt="{caption}" title="{caption}"><div class="live-caption">{caption}</div>'
 
 
 def example_sounds(cfg: AppConfig, folder: Path) -> dict[str, str]:
@@ -112,47 +147,56 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
 
     def run_edit(upload, recording, example, wplus, image, seed, mode, strength, steps, lambda_sim, text, text_mix,
                  loudness, window, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-        """Generator: yields (source, edit, status, downloads) as the edit forms."""
+        """Generator: yields (source, edit, status, downloads, video) as the edit forms; a sound longer than the
+        encoder's window then also gets its video (experiments.animate), with its own progress."""
         cancel = threading.Event()
         try:
             sound_path, sound_name = choose_sound(upload, recording, example)
-            read_sound(sound_path, engine.encoder.sample_rate, cfg.max_upload_mb, cfg.max_audio_seconds)
+            wave = read_sound(sound_path, engine.encoder.sample_rate, cfg.max_upload_mb, cfg.max_audio_seconds)
             painting = choose_painting(wplus, image, seed, progress)
             settings = EditSettings(mode=mode, strength=float(strength), steps=int(steps), lr=cfg.lr,
                                     lambda_sim=float(lambda_sim), text_prompt=(text or "").strip() or None,
                                     audio_weight=1.0 - float(text_mix) if (text or "").strip() else 1.0,
-                                    intensity=bool(loudness), window=window)
+                                    loudness=bool(loudness), window=window)
             source = as_numpy(engine.render(painting.w))
-            yield source, None, f"editing {painting.name} with {sound_name} ({MODE_LABELS[mode]})", None
-            frames: queue.Queue = queue.Queue()
+            yield source, None, f"editing {painting.name} with {sound_name} ({MODE_LABELS[mode]})", None, None
             box: dict = {}
-
-            def work() -> None:
-                try:
-                    box["outcome"] = engine.edit(painting, sound_path, settings,
-                                                 on_frame=lambda *f: frames.put(f), cancel=cancel)
-                except BaseException as err:  # handed to the page's thread, which reports it
-                    box["error"] = err
-                frames.put(None)
-
-            threading.Thread(target=work, daemon=True).start()
-            while (item := frames.get()) is not None:
-                step, total, image_t = item
+            for step, total, image_t in in_thread(lambda put: engine.edit(
+                    painting, sound_path, settings, on_frame=lambda *f: put(f), cancel=cancel), box):
                 progress((step, total), desc="Eq. 2")
-                yield source, as_numpy(image_t), f"step {step} of {total}", None
-            if "error" in box:
-                raise box["error"]
-            outcome = box["outcome"]
-            files = write_downloads(outcome, painting, sound_name, sessions.folder(request))
+                yield source, as_numpy(image_t), f"step {step} of {total}", None, None
+            outcome = box["result"]
+            folder = sessions.folder(request)
+            files = write_downloads(outcome, painting, sound_name, folder)
             m = outcome.metrics
-            status = (f"done: {painting.name} + {sound_name}, {MODE_LABELS[mode]}; CLIP cosine to the sound "
+            status = (f"{painting.name} + {sound_name}, {MODE_LABELS[mode]}; CLIP cosine to the sound "
                       f"{m['clip_cos_before']:.3f} -> {m['clip_cos_after']:.3f}, |w - w_s| {m['w_dist']:.2f}; "
                       f"sound window: {m['window']}")
-            yield as_numpy(outcome.source), as_numpy(outcome.edited), status, files
+            if settings.loudness:
+                status += f"; loudness {m['loudness_dbfs']:.1f} dBFS -> strength x {m['loudness_strength']:.2f}"
+            seconds = len(wave) / engine.encoder.sample_rate
+            if seconds <= engine.window_seconds:
+                yield as_numpy(outcome.source), as_numpy(outcome.edited), f"done: {status}", files, None
+                return
+            yield (as_numpy(outcome.source), as_numpy(outcome.edited),
+                   f"edit ready: {status}; rendering the video of the whole {seconds:.1f} s sound", files, None)
+
+            def video_progress(put):
+                def report(done: int, total: int) -> None:
+                    if cancel.is_set():
+                        raise EditCancelled("video cancelled")
+                    put((done, total))
+                return engine.video(painting, sound_path, settings, folder, report)
+
+            for done, total in in_thread(video_progress, box):
+                progress((done, total), desc="video")
+            files = [*files, str(box["result"])]
+            yield (as_numpy(outcome.source), as_numpy(outcome.edited), f"done: {status}; video of the whole sound "
+                   f"({engine.video_mode} mode)", files, str(box["result"]))
         except (PageInputError, ModeUnavailable, ValueError, FileNotFoundError) as err:
-            yield None, None, f"⚠ {err}", None
+            yield None, None, f"⚠ {err}", None, None
         except EditCancelled:
-            yield gr.skip(), gr.skip(), "cancelled", None
+            yield gr.skip(), gr.skip(), "cancelled", gr.skip(), None
         finally:
             cancel.set()  # a cancelled or abandoned generator stops the optimisation at its next step
 
@@ -172,7 +216,9 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
     window_samples = engine.encoder.clip_samples
 
     def live_update(chunk, buffer, seed, strength):
-        """One microphone chunk: append to the causal window, embed, map, render (one frame per chunk)."""
+        """One microphone chunk: append to the causal window, embed, map, render (one frame per chunk). The frame
+        goes back inline (a PNG data URL in the HTML, with the chunk's level), so the browser shows it without
+        fetching a file: one message per chunk, no second request."""
         if chunk is None:
             return gr.skip(), buffer, gr.skip()
         rate, data = chunk
@@ -185,11 +231,17 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
         buffer = torch.zeros(window_samples) if buffer is None else buffer
         buffer = torch.cat([buffer, wave])[-window_samples:]
         try:
-            frame = engine.live_frame(engine.seed_painting(int(seed)).w, buffer, float(strength))
+            frame = engine.live_frame(live_source(int(seed)), buffer, float(strength))
         except ModeUnavailable as err:
             return gr.skip(), buffer, f"⚠ {err}"
         level = 20 * np.log10(max(float(wave.pow(2).mean().sqrt()) if wave.numel() else 0.0, 1e-6))
-        return as_numpy(frame), buffer, f"{wave.numel() / engine.encoder.sample_rate:.2f} s chunk at {level:.0f} dBFS"
+        return live_html(frame, f"{wave.numel() / engine.encoder.sample_rate:.2f} s chunk at {level:.0f} dBFS"), \
+            buffer, gr.skip()
+
+    @functools.lru_cache(maxsize=64)
+    def live_source(seed: int) -> torch.Tensor:
+        """The W+ code of a gallery seed (mapped once, not per chunk)."""
+        return engine.seed_painting(seed).w
 
     # ------------------------------------------------------------------------------------------ layout
     with gr.Blocks(title="aiartist: sound-guided painting edits", analytics_enabled=False,
@@ -231,7 +283,9 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
                                            minimum=0, elem_id="lambda_sim")
                     text = gr.Textbox(label="Optional text prompt", elem_id="text")
                     text_mix = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Text weight", elem_id="text_mix")
-                    loudness = gr.Checkbox(label="Louder sound, stronger edit", elem_id="loudness")
+                    loudness = gr.Checkbox(label="Louder sound, stronger edit (strength x 0 at the silence floor "
+                                           f"... 1 at {engine.animation.full_dbfs:g} dBFS, every mode)",
+                                           elem_id="loudness")
                     with gr.Row():
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit_btn")
                         cancel_btn = gr.Button("Cancel", elem_id="cancel_btn")
@@ -241,7 +295,10 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
                                       height=cfg.display_size + 60)
                 edited_out = gr.Image(label="Edit", format="png", elem_id="edited", interactive=False,
                                       height=cfg.display_size + 60)
-            downloads = gr.File(label="Downloads: PNG, W+ .pt, metrics JSON", file_count="multiple",
+            video_out = gr.Video(label="The painting following the whole sound (sounds longer than "
+                                 f"{engine.window_seconds:g} s)", elem_id="video", interactive=False,
+                                 height=cfg.display_size + 60)
+            downloads = gr.File(label="Downloads: PNG, W+ .pt, metrics JSON, MP4", file_count="multiple",
                                 elem_id="downloads", interactive=False)
         with gr.Tab("Live"):
             gr.Markdown("Speak, play music or make noise: each chunk of ≤ 0.5 s moves the painting through the "
@@ -250,8 +307,7 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
             with gr.Row():
                 live_mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
                                     elem_id="live_mic")
-                live_image = gr.Image(label="Live painting", format="png", elem_id="live_image", interactive=False,
-                                      height=cfg.display_size + 60)
+                live_image = gr.HTML("", label="Live painting", elem_id="live_image", min_height=cfg.display_size)
             live_status = gr.Markdown("", elem_id="live_status")
 
         def pick(evt: gr.SelectData) -> int:
@@ -260,7 +316,7 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
         samples.select(pick, None, seed, api_name=False)
         event = edit_btn.click(
             run_edit, [upload, recording, example, wplus, image, seed, mode, strength, steps, lambda_sim, text,
-                       text_mix, loudness, window], [source_out, edited_out, status, downloads],
+                       text_mix, loudness, window], [source_out, edited_out, status, downloads, video_out],
             api_name="edit", concurrency_limit=cfg.concurrency_limit, concurrency_id="edits")
         cancel_btn.click(None, None, None, cancels=[event], api_name=False)
         live_mic.stream(live_update, [live_mic, live_buffer, seed, strength], [live_image, live_buffer, live_status],
