@@ -235,3 +235,18 @@ def stream_blocks(path: str | os.PathLike, sample_rate: int, block_samples: int)
     with AudioTrack(path, sample_rate) as src:
         for start in range(0, src.length, block_samples):
             yield src.span(start, block_samples)
+
+
+def causal_windows(history: torch.Tensor | None, chunk: torch.Tensor, window_samples: int,
+                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Live input: the `k` causal windows (k, window_samples) ending 1/k, 2/k, ..., k/k of the way through a new
+    `chunk`, and the new history (the last window). `history` is the previous call's (None: silence before)."""
+    if k < 1 or window_samples < 1:
+        raise ValueError(f"causal_windows: need k >= 1 and window_samples >= 1, got {k}, {window_samples}")
+    past = torch.zeros(window_samples) if history is None else history[-window_samples:]
+    if past.numel() < window_samples:
+        past = torch.cat([torch.zeros(window_samples - past.numel()), past])
+    stream = torch.cat([past, chunk.to(past.dtype)])
+    n = chunk.numel()
+    ends = [window_samples + (n * j) // k for j in range(1, k + 1)]  # sample j/k of the way through the chunk
+    return torch.stack([stream[e - window_samples:e] for e in ends]), stream[-window_samples:]

@@ -60,7 +60,8 @@ def app_files(tmp_path_factory) -> dict:
                generator_licence="test weights: no licence", steps=STEPS, lambda_sim=LAMBDA, max_steps=100,
                gallery_seeds=[0, 1, 2, 3], example_sounds=["fire crackling", "rain"], example_seconds=1.0,
                projection_steps=10, max_upload_mb=1.0, max_audio_seconds=20.0, max_image_megapixels=1.0,
-               concurrency_limit=2, preview_every=2, live_chunk_seconds=0.1, missing_hint="make toyworld",
+               concurrency_limit=2, preview_every=2, live_chunk_seconds=0.1, live_frames_per_chunk=3,
+               missing_hint="make toyworld",
                video_settings={"fps": VIDEO_FPS, "size": 32})
     (root / "app.yaml").write_text(yaml.safe_dump(cfg))
     sounds = root / "sounds"
@@ -434,7 +435,8 @@ def test_browser_bad_uploads_show_their_reason(browser_page, app_files, tmp_path
 
 @pytest.mark.slow
 def test_browser_live_microphone_updates_the_painting(chromium, app_server, tmp_path):
-    """A WAV as Chromium's fake microphone: distinct frames arrive in the live image while it streams."""
+    """A WAV as Chromium's fake microphone: distinct frames are shown in the live image while it streams, and each
+    chunk's 3 frames (causal windows ending 1/3, 2/3, 3/3 of the way through it) are shown in turn, a hop apart."""
     from playwright.sync_api import sync_playwright
 
     wav = tmp_path / "mic.wav"
@@ -447,14 +449,14 @@ def test_browser_live_microphone_updates_the_painting(chromium, app_server, tmp_
         page = browser.new_page()
         page.goto(app_server["url"])
         page.get_by_role("tab", name="Live").click()
+        # a frame is shown when its visibility animation starts (frame j of a chunk: j hops after the chunk came)
         page.evaluate("""() => { window.__live = [];
-            new MutationObserver(() => { const i = document.querySelector('#live_image img');
-                if (i && (window.__live.length === 0 || window.__live.at(-1).src !== i.src))
-                    window.__live.push({src: i.src, t: performance.now()}); })
-              .observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
-        }""")
+            document.addEventListener('animationstart', e => { const i = e.target;
+                if (i instanceof HTMLImageElement && i.closest('#live_image'))
+                    window.__live.push({src: i.src, frame: Number(i.dataset.frame), t: performance.now(),
+                                        visible: getComputedStyle(i).visibility}); }, true); }""")
         page.locator("#live_mic").get_by_role("button", name=re.compile("record", re.I)).first.click()
-        page.wait_for_function("window.__live.length >= 10", timeout=180_000)
+        page.wait_for_function("window.__live.length >= 30", timeout=180_000)
         t0 = page.evaluate("window.__live.length")
         time.sleep(5)
         frames = page.evaluate("window.__live")
@@ -462,8 +464,12 @@ def test_browser_live_microphone_updates_the_painting(chromium, app_server, tmp_
         browser.close()
     recent = frames[t0 - 1:]
     rate = (len(recent) - 1) / ((recent[-1]["t"] - recent[0]["t"]) / 1000)
-    print(f"live mode: {len(frames)} frames, {rate:.1f} updates/s over the last {len(recent) - 1} updates")
+    print(f"live mode: {len(frames)} frames shown, {rate:.1f} /s over the last {len(recent) - 1}")
     assert len({f["src"] for f in frames}) >= 10
+    # every position of the chunk is shown, and a later frame of a chunk after its predecessor by about a hop
+    assert {f["frame"] for f in frames} == {0, 1, 2}
+    gaps = [b["t"] - a["t"] for a, b in zip(frames, frames[1:]) if b["frame"] == a["frame"] + 1]
+    assert gaps and 0.02 <= sorted(gaps)[len(gaps) // 2] / 1000 <= 0.06, gaps  # median ~ 0.1 s / 3
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ def test_missing_files_are_listed_with_where_each_is_expected(tmp_path, capsys):
 @pytest.mark.parametrize("values, reason", [
     ({"stepz": 3}, "unknown setting(s) ['stepz']"),
     ({"live_chunk_seconds": 0.8}, "live_chunk_seconds=0.8"),
+    ({"live_frames_per_chunk": 0}, "live_frames_per_chunk=0"),
     ({"steps": 600, "max_steps": 500}, "max_steps=500"),
     ({"max_upload_mb": 0}, "max_upload_mb=0"),
     ({"video_settings": {"fpz": 3}}, "video_settings must map animate settings"),

@@ -162,3 +162,22 @@ def test_audio_track_padded_span_is_zero_outside_the_clip(tmp_path):
         span, r0, r1 = track.padded_span(len(whole) - 200, 500)
         assert (r0, r1) == (0, 200) and torch.equal(span[:200], whole[-200:]) and not span[200:].any()
         assert track.padded_span(len(whole) + 10, 50)[1:] == (0, 0)
+
+
+def test_causal_windows_end_evenly_through_each_chunk():
+    """Live input: k windows per chunk, each the last `window` samples up to j/k of the chunk; chunk after chunk
+    they equal slices of the whole signal (zeros before the start), and the history carries over."""
+    window, k = 50, 3
+    signal = torch.randn(400)
+    padded = torch.cat([torch.zeros(window), signal])
+    history, seen = None, 0
+    for n in (30, 7, 1, 64, 0, 100):  # uneven chunk lengths, an empty one too
+        wins, history = aw_mod.causal_windows(history, signal[seen:seen + n], window, k)
+        assert wins.shape == (k, window)
+        for j in range(1, k + 1):
+            end = window + seen + (n * j) // k  # in `padded`: the sample j/k of the way through the chunk
+            torch.testing.assert_close(wins[j - 1], padded[end - window:end])
+        seen += n
+        torch.testing.assert_close(history, padded[window + seen - window:window + seen])
+    with pytest.raises(ValueError, match="k >= 1"):
+        aw_mod.causal_windows(None, signal, window, 0)

@@ -58,6 +58,7 @@ class AppConfig:
     cache_entries: int = 64
     preview_every: int = 5
     live_chunk_seconds: float = 0.1
+    live_frames_per_chunk: int = 1
     display_size: int = 256
     animate_config: str = "experiments/animate/toyworld.yaml"
     video_settings: dict = field(default_factory=dict)
@@ -126,7 +127,8 @@ def load_app_config(path: str | Path = DEFAULT_CONFIG, **overrides) -> AppConfig
               ("lambda_sim", cfg.lambda_sim >= 0), ("max_upload_mb", cfg.max_upload_mb > 0),
               ("max_audio_seconds", cfg.max_audio_seconds > 0), ("max_image_megapixels", cfg.max_image_megapixels > 0),
               ("concurrency_limit", cfg.concurrency_limit >= 1), ("cache_entries", cfg.cache_entries >= 0),
-              ("preview_every", cfg.preview_every >= 1), ("live_chunk_seconds", 0 < cfg.live_chunk_seconds <= 0.5)]
+              ("preview_every", cfg.preview_every >= 1), ("live_chunk_seconds", 0 < cfg.live_chunk_seconds <= 0.5),
+              ("live_frames_per_chunk", 1 <= cfg.live_frames_per_chunk <= 8)]
     bad = [name for name, ok in checks if not ok]
     if bad:
         raise AppConfigError(f"{path}: invalid value for {', '.join(f'{n}={getattr(cfg, n)!r}' for n in bad)}")

@@ -272,10 +272,10 @@ class EditEngine:
 
     # ------------------------------------------------------------------------------------------ live mode
     @torch.no_grad()
-    def live_frame(self, w_source: torch.Tensor, window: torch.Tensor, strength: float) -> torch.Tensor:
-        """One live-mode frame: the latest encoder window (T,) -> embedding -> mapper -> uint8 (3, H, W)."""
+    def live_frames(self, w_source: torch.Tensor, windows: torch.Tensor, strength: float) -> torch.Tensor:
+        """Live-mode frames: encoder windows (K, T) -> embeddings -> mapper -> uint8 (K, 3, H, W), in one batch."""
         if self.mapper is None:
             raise ModeUnavailable("live mode needs a mapper: set `mapper:` in the page's config")
-        emb = F.normalize(self.encoder(window[None].to(self.device), augment=False).float(), dim=-1)
-        w = self.mapper.edit(w_source.to(self.device), emb, strength=strength)
-        return self.render(w)
+        emb = F.normalize(self.encoder(windows.to(self.device), augment=False).float(), dim=-1)
+        w = self.mapper.edit(w_source.to(self.device).expand(len(windows), -1, -1), emb, strength=strength)
+        return to_uint8(self.generator.synthesis(w)).cpu()

@@ -24,6 +24,7 @@ import torch
 import torchaudio.functional as AF
 from PIL import Image
 
+from datamodules.audio_windows import causal_windows
 from datamodules.soundzoo import synthesize
 from experiments.app.config import AppConfig
 from experiments.app.engine import (
@@ -43,9 +44,16 @@ MODE_LABELS = {"optimise": "Optimise (Eq. 2, frames stream in)", "mapper": "Inst
 
 
 def page_css(display_size: int) -> str:
-    """Small generator outputs shown large with sharp pixels (the served PNG stays the exact edit)."""
+    """Small generator outputs shown large with sharp pixels (the served PNG stays the exact edit); the live tab's
+    frames of one chunk stacked in one cell, each made visible at its own delay (`live_html`)."""
     return (f"#source img, #edited img, #live_image img {{image-rendering: pixelated; width: {display_size}px "
-            f"!important; height: {display_size}px !important; object-fit: contain;}} #status {{min-height: 2em;}}")
+            f"!important; height: {display_size}px !important; object-fit: contain;}} #status {{min-height: 2em;}} "
+            "#live_image .live-frames {display: grid;} #live_image .live-frames img {grid-area: 1 / 1; "
+            "visibility: hidden; animation: 0s forwards;} #live_image .chunk0 img {animation-name: live-show0;} "
+            "#live_image .chunk1 img {animation-name: live-show1;} @keyframes live-show0 {to {visibility: visible;}} "
+            "@keyframes live-show1 {to {visibility: visible;}}")
+
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
@@ -92,12 +100,19 @@ def in_thread(job: Callable[[Callable[[object], None]], object], box: dict) -> I
         raise box.pop("error")
 
 
-def live_html(frame: torch.Tensor, caption: str) -> str:
-    """A live frame as inline HTML: the exact uint8 (3, H, W) image as a PNG data URL, and its caption."""
-    buf = io.BytesIO()
-    Image.fromarray(as_numpy(frame)).save(buf, format="png", compress_level=1)
-    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img src="{src}" alt="{caption}" title="{caption}"><div class="live-caption">{caption}</div>'
+def live_html(frames: torch.Tensor, caption: str, hop_s: float, chunk: int) -> str:
+    """A chunk's live frames (K, 3, H, W) uint8 as inline HTML: exact PNG data URLs stacked in one cell, frame j
+    shown j * hop_s after the chunk arrives (a CSS animation delay: the browser paces them, no script, no second
+    request), with the chunk's caption. Gradio patches the previous HTML in place, so the animation's name
+    alternates with the chunk's parity: a changed name restarts the delays."""
+    imgs = []
+    for j, frame in enumerate(frames):
+        buf = io.BytesIO()
+        Image.fromarray(as_numpy(frame)).save(buf, format="png", compress_level=1)
+        src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        imgs.append(f'<img src="{src}" alt="{caption}" title="{caption}" data-frame="{j}" '
+                    f'style="animation-delay: {j * hop_s:.3f}s">')
+    return f'<div class="live-frames chunk{chunk % 2}">{"".join(imgs)}</div><div class="live-caption">{caption}</div>'
 
 
 def example_sounds(cfg: AppConfig, folder: Path) -> dict[str, str]:
@@ -215,12 +230,14 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
     # ------------------------------------------------------------------------------------------ live mode
     window_samples = engine.encoder.clip_samples
 
-    def live_update(chunk, buffer, seed, strength):
-        """One microphone chunk: append to the causal window, embed, map, render (one frame per chunk). The frame
-        goes back inline (a PNG data URL in the HTML, with the chunk's level), so the browser shows it without
-        fetching a file: one message per chunk, no second request."""
+    def live_update(chunk, state, seed, strength):
+        """One microphone chunk -> `live_frames_per_chunk` frames: frame j of k sees the causal window ending j/k of
+        the way through the chunk and is shown (j - 1)/k of a chunk after it arrives, so the painting moves k times
+        per chunk (Gradio's microphone sends at most 10 chunks/s). All k go back in one inline HTML message.
+        `state`: (the last window of sound, chunks so far) of this visitor."""
         if chunk is None:
-            return gr.skip(), buffer, gr.skip()
+            return gr.skip(), state, gr.skip()
+        buffer, count = state or (None, 0)
         rate, data = chunk
         data = np.asarray(data)
         wave = torch.from_numpy(data.astype(np.float32) / (32768.0 if data.dtype == np.int16 else 1.0))
@@ -228,15 +245,17 @@ def build_page(engine: EditEngine, temp_root: Path) -> gr.Blocks:
             wave = wave.mean(dim=1)
         if rate != engine.encoder.sample_rate:
             wave = AF.resample(wave, int(rate), int(engine.encoder.sample_rate))
-        buffer = torch.zeros(window_samples) if buffer is None else buffer
-        buffer = torch.cat([buffer, wave])[-window_samples:]
+        n = wave.numel()
+        k = max(1, min(cfg.live_frames_per_chunk, n))
+        windows, buffer = causal_windows(buffer, wave, window_samples, k)
+        state = (buffer, count + 1)
         try:
-            frame = engine.live_frame(live_source(int(seed)), buffer, float(strength))
+            frames = engine.live_frames(live_source(int(seed)), windows, float(strength))
         except ModeUnavailable as err:
-            return gr.skip(), buffer, f"⚠ {err}"
-        level = 20 * np.log10(max(float(wave.pow(2).mean().sqrt()) if wave.numel() else 0.0, 1e-6))
-        return live_html(frame, f"{wave.numel() / engine.encoder.sample_rate:.2f} s chunk at {level:.0f} dBFS"), \
-            buffer, gr.skip()
+            return gr.skip(), state, f"⚠ {err}"
+        level = 20 * np.log10(max(float(wave.pow(2).mean().sqrt()) if n else 0.0, 1e-6))
+        caption = f"{n / engine.encoder.sample_rate:.2f} s chunk at {level:.0f} dBFS"
+        return live_html(frames, caption, n / k / engine.encoder.sample_rate, count), state, gr.skip()
 
     @functools.lru_cache(maxsize=64)
     def live_source(seed: int) -> torch.Tensor:
