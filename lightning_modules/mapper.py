@@ -70,7 +70,9 @@ class MapperModule(pl.LightningModule):
     Args:
         generator: StyleGAN2 checkpoint (any format `load_generator` reads); frozen.
         clip: CLIP name or file (the one the audio encoder was trained against); frozen.
-        audio_encoder: exported audio encoder whose embeddings of `sound_set` are training targets (None: text only).
+        audio_encoder: exported audio encoder(s) whose embeddings of `sound_set` are training targets (None: text
+            only). Several encoders pool their embeddings, so one mapper serves every encoder it learned from; the
+            first one's embeddings make the validation columns.
         sound_set: folder in the VGGSound layout (vggsound.csv + clips): its `train` rows are training targets, the
             first `test` clip of each class is a validation column.
         classes: the labels used (None: every label of the sound set); their prompts are the text targets.
@@ -93,7 +95,7 @@ class MapperModule(pl.LightningModule):
         self,
         generator: str,
         clip: str = "ViT-B/32",
-        audio_encoder: str | None = None,
+        audio_encoder: list[str] | str | None = None,
         sound_set: str | None = None,
         classes: list[str] | None = None,
         prompt_template: str = "This is a sound of {label}.",
@@ -158,10 +160,16 @@ class MapperModule(pl.LightningModule):
             return list(dict.fromkeys(label for label, _ in read_sound_set(hp.sound_set, None, None)))
         raise ValueError("MapperModule: set classes (the class prompts), or a sound_set to read them from")
 
+    @property
+    def encoder_paths(self) -> list[str]:
+        """The audio encoders whose embeddings are targets (the `audio_encoder` field as a list)."""
+        enc = self.hparams.audio_encoder
+        return [] if not enc else [str(enc)] if isinstance(enc, (str, Path)) else [str(e) for e in enc]
+
     @torch.no_grad()
-    def embed_clips(self, paths: list[str], batch: int = 32) -> torch.Tensor:
+    def embed_clips(self, paths: list[str], encoder_path: str, batch: int = 32) -> torch.Tensor:
         """L2-normalised audio embeddings (N, E) of clips, centre-cropped/padded to the encoder's window."""
-        encoder = load_audio_encoder(self.hparams.audio_encoder).eval().requires_grad_(False).to(self.device)
+        encoder = load_audio_encoder(encoder_path).eval().requires_grad_(False).to(self.device)
         out = []
         for i in range(0, len(paths), batch):
             waves = [crop_or_pad(load_audio(p, encoder.sample_rate), encoder.clip_samples, mode="center")
@@ -177,21 +185,27 @@ class MapperModule(pl.LightningModule):
         self.text_emb = self.clip_model.encode_text(class_prompts(self.class_names, hp.prompt_template))
         self.val_names = list(self.class_names)
         self.val_emb = self.text_emb
-        if hp.audio_encoder and hp.sound_set:
+        if self.encoder_paths and hp.sound_set:
             train = read_sound_set(hp.sound_set, "train", self.class_names)
             first_test = {}
             for label, path in read_sound_set(hp.sound_set, "test", self.class_names):
                 first_test.setdefault(label, path)
             val = [(label, first_test[label]) for label in self.class_names if label in first_test]
-            emb = self.embed_clips([p for _, p in train] + [p for _, p in val])
-            self.audio_emb, self.val_emb = emb[:len(train)], emb[len(train):]
-            self.audio_labels = torch.tensor([self.class_names.index(label) for label, _ in train])
+            audio, labels = [], []
+            for i, encoder in enumerate(self.encoder_paths):
+                emb = self.embed_clips([p for _, p in train] + [p for _, p in val], encoder)
+                if emb.shape[1] != self.text_emb.shape[1]:
+                    raise ValueError(f"audio encoder {encoder} embeds into {emb.shape[1]} dims, "
+                                     f"CLIP {hp.clip} into {self.text_emb.shape[1]}: use the encoder's CLIP")
+                audio.append(emb[:len(train)])
+                labels += [self.class_names.index(label) for label, _ in train]
+                if i == 0:
+                    self.val_emb = emb[len(train):]
+            self.audio_emb, self.audio_labels = torch.cat(audio), torch.tensor(labels)
             self.val_names = [label for label, _ in val]
-            if self.audio_emb.shape[1] != self.text_emb.shape[1]:
-                raise ValueError(f"audio encoder {hp.audio_encoder} embeds into {self.audio_emb.shape[1]} dims, "
-                                 f"CLIP {hp.clip} into {self.text_emb.shape[1]}: use the encoder's CLIP")
-            rank_zero_info(f"mapper targets: {len(train)} training clips and {len(self.class_names)} class prompts "
-                           f"(text share {hp.text_ratio}), {len(val)} validation clips")
+            rank_zero_info(f"mapper targets: {len(train)} training clips x {len(audio)} encoder(s) and "
+                           f"{len(self.class_names)} class prompts (text share {hp.text_ratio}), {len(val)} validation "
+                           f"clips")
 
     def _read_wplus_dir(self) -> torch.Tensor:
         files = sorted(p for p in Path(self.hparams.wplus_dir).rglob("*") if p.suffix in (".pt", ".pth", ".npy"))

@@ -75,6 +75,26 @@ def test_training_sounds_are_embedded_once(tiny_world, single_thread, monkeypatc
     assert len(calls) == n_calls  # no encoder call per step or per stage
 
 
+def test_several_encoders_pool_their_embeddings(tiny_world, tmp_path, single_thread):
+    """A mapper for several encoders (e.g. the page's and the demo's) trains on each one's embeddings of the same
+    clips; the first encoder's make the validation columns."""
+    torch.manual_seed(1)
+    other = AudioEncoder(embed_dim=64, backbone="resnet18", width=8, n_mels=32, n_fft=256, clip_seconds=0.5)
+    other_path = str(export_audio_encoder(other.eval(), tmp_path / "other.pt"))
+    one = _module(tiny_world, text_ratio=0.0)
+    one.setup("fit")
+    both = _module({**tiny_world, "audio_encoder": [tiny_world["audio_encoder"], other_path]}, text_ratio=0.0)
+    both.setup("fit")
+    assert both.encoder_calls == 2 and both.audio_emb.shape == (12, 64)
+    torch.testing.assert_close(both.audio_emb[:6], one.audio_emb)  # the first encoder's, unchanged
+    assert not torch.allclose(both.audio_emb[6:], one.audio_emb, atol=1e-3)  # the second one's differ
+    assert torch.equal(both.audio_labels[:6], both.audio_labels[6:])
+    torch.testing.assert_close(both.val_emb, one.val_emb)
+    drawn = torch.cat([both.sample_pairs(torch.arange(4) + 1_000_000 + 4 * k)[1] for k in range(8)])
+    from_second = [any(torch.equal(t, a) for a in both.audio_emb[6:]) for t in drawn]
+    assert 0 < sum(from_second) < len(drawn)  # targets come from both encoders
+
+
 def test_cli_fit_resume_and_grid(tiny_world, tmp_path, single_thread):
     run_dir = tmp_path / "run"
     args = ["fit", "--config", "experiments/mapper/toyworld.yaml",

@@ -1,11 +1,13 @@
 """Build the toy world's sound mapper (behind `make toy-mapper`):
 
-    python -m experiments.toyworld.build_mapper --out experiments/toyworld/weights --overwrite [--audio-encoder ENC]
+    python -m experiments.toyworld.build_mapper --out experiments/toyworld/weights --overwrite \
+        [--audio-encoder ENC|demo ...]
 
 1. writes `make demo`'s embedded sound set (experiments/toyworld/demo.yaml: clips, seconds, seed);
-2. takes the audio encoder whose embeddings the mapper learns: `--audio-encoder`, or else trains the demo's encoder
-   exactly as `make demo` does (same config, overrides and seeds), so the demo's edits condition the mapper on the
-   embeddings it was trained with;
+2. takes the audio encoders whose embeddings the mapper learns, pooled: each `--audio-encoder` is a file, or `demo`
+   to train the demo's encoder exactly as `make demo` does (same config, overrides and seeds). `make toy-mapper`
+   names both the committed toy-world encoder (the page and animate use it) and `demo` (make demo's edits and story
+   video use the encoder the demo trains), so one mapper serves both;
 3. trains the mapper with `experiments.train_mapper fit --config experiments/mapper/toyworld.yaml`;
 4. writes `toy_mapper.pt` (the mapper file, provenance in its meta) and `toy_mapper.json` (command, seeds, which
    encoder — file, sha256, how it was made, its validation top-1 —, validation metrics, timings).
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where toy_mapper.pt/.json go")
     p.add_argument("--overwrite", action="store_true", help="replace an existing toy_mapper.pt/.json in --out")
-    p.add_argument("--audio-encoder", help="exported encoder (default: train the demo's, as make demo does)")
+    p.add_argument("--audio-encoder", action="append", default=None,
+                   help="exported encoder file, or 'demo': train the demo's encoder as make demo does; repeat to pool "
+                        "several encoders' embeddings (default: demo)")
     p.add_argument("--config", default=str(MAPPER_CONFIG), help="mapper training config")
     p.add_argument("--demo-config", default=str(demo.DEFAULT_CONFIG.parent / "toyworld" / "demo.yaml"),
                    help="sound set and audio training of make demo")
@@ -69,18 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"build_mapper: work directory {work}", flush=True)
 
     t = time.perf_counter()
-    if args.audio_encoder:
-        encoder, encoder_info = Path(args.audio_encoder), {"made_by": "given (--audio-encoder)"}
-    else:
-        encoder, ckpt, top1 = demo.train_audio_encoder(cfg, clip_path, soundzoo, work / "audio_clip", work / "models")
-        encoder_info = {"made_by": f"make demo's audio stage ({args.demo_config}: {cfg['audio']['config']} + "
-                                   f"its overrides), trained in this build", "val_top1": top1, "checkpoint": ckpt}
-    encoder_info.update(file=str(encoder), sha256=sha256(encoder))
+    encoders, encoder_info = [], []
+    for name in args.audio_encoder or ["demo"]:
+        if name != "demo":
+            encoder, info = Path(name), {"made_by": "given (--audio-encoder)"}
+        else:
+            encoder, ckpt, top1 = demo.train_audio_encoder(cfg, clip_path, soundzoo, work / "audio_clip",
+                                                           work / "models")
+            info = {"made_by": f"make demo's audio stage ({args.demo_config}: {cfg['audio']['config']} + "
+                               f"its overrides), trained in this build", "val_top1": top1, "checkpoint": ckpt}
+        encoders.append(str(encoder))
+        encoder_info.append({**info, "file": str(encoder), "sha256": sha256(encoder)})
     timings["audio_encoder_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
     with own_argv():
-        fit = train_mapper.main(["fit", "--config", args.config, f"--model.audio_encoder={encoder}",
+        fit = train_mapper.main(["fit", "--config", args.config, f"--model.audio_encoder={json.dumps(encoders)}",
                                  f"--model.sound_set={soundzoo}", f"--trainer.default_root_dir={work / 'mapper'}",
                                  *args.mapper_args])
     timings["mapper_training_s"] = round(time.perf_counter() - t, 1)
