@@ -10,7 +10,10 @@ Optimisation: `optimise` with the demo's settings (100 steps, lr 0.1, lambda_sim
 pairs, as the demo runs it). Mapper: `SoundMapper.edit` + synthesis, all 112 pairs in one batch. Quality: the toy
 world's hand-written detectors and the toy CLIP's class probability (`experiments.toyworld.judge.judge`), pixel L2
 between source and edit (RMS over pixels in [-1, 1]). Times: median of repeats, wall from embeddings to final images,
-scoring excluded. Several --mapper files (e.g. FiLM vs concatenation) are judged side by side.
+scoring excluded. Several --mapper files (e.g. FiLM vs concatenation) are judged side by side. `--real`: the sounds
+are the real development recordings of the toy world's encoder (experiments/toyworld/realsounds.csv, split
+`validation`: 22 files of five classes, fetched by `python -m experiments.toyworld.realsounds fetch`), each embedded
+as the mean of its windows, every source x every recording.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ DETECTED = ("fire crackling", "rain", "thunderstorm")  # the attributes whose de
 
 
 @torch.no_grad()
-def sound_embeddings(encoder_path: str, seed: int = 10_000, seconds: float = 2.0) -> torch.Tensor:
-    """(7, E) embeddings of fresh clips of the seven sounds (the demo's edit clips), centre window."""
+def sound_embeddings(encoder_path: str, seed: int = 10_000, seconds: float = 2.0) -> tuple[torch.Tensor, list[str]]:
+    """(7, E) embeddings of fresh clips of the seven sounds (the demo's edit clips), and their labels."""
     encoder = load_audio_encoder(encoder_path).eval()
     with tempfile.TemporaryDirectory() as tmp:
         embs = []
@@ -56,7 +59,22 @@ def sound_embeddings(encoder_path: str, seed: int = 10_000, seconds: float = 2.0
             path = Path(tmp) / f"{k}.wav"
             sf.write(path, synthesize(label, seed + k, seconds=seconds), 16000)
             embs.append(embed_sound(encoder, path)[0])
-    return torch.stack(embs)
+    return torch.stack(embs), list(ATTRIBUTES)
+
+
+@torch.no_grad()
+def real_sound_embeddings(encoder_path: str) -> tuple[torch.Tensor, list[str]]:
+    """(N, E) embeddings of the real development recordings (mean of windows) and their labels."""
+    from experiments.toyworld import realsounds
+
+    encoder = load_audio_encoder(encoder_path).eval()
+    entries = [e for e in realsounds.read_manifest() if e.split == "validation"]
+    missing = realsounds.missing(entries)
+    if missing:
+        raise SystemExit(f"bench_mapper --real: {len(missing)} development recordings are not in "
+                         f"{realsounds.cache_dir()}; run `python -m experiments.toyworld.realsounds fetch`")
+    return (torch.stack([embed_sound(encoder, realsounds.local_path(e))[0] for e in entries]),
+            [e.label for e in entries])
 
 
 def median_time(fn, repeats: int) -> tuple[float, float]:
@@ -127,6 +145,7 @@ def main() -> None:
     p.add_argument("--demo-run", help="judge the edits of this make-demo run (optimisation + mapper column) instead "
                    "of recomputing them (same pairs, same encoder)")
     p.add_argument("--no-quality", action="store_true", help="time only (--repeats 0: judge only)")
+    p.add_argument("--real", action="store_true", help="the real development recordings instead of fresh clips")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -134,11 +153,14 @@ def main() -> None:
           f"{torch.__version__}, 1 intra-op thread")
     G = load_generator(WEIGHTS / "toy_stylegan2.pt").eval().requires_grad_(False)
     clip_model = CLIPWrapper(str(WEIGHTS / "toy_clip.pt"))
-    emb = sound_embeddings(args.audio_encoder)
+    emb, labels = (real_sound_embeddings if args.real else sound_embeddings)(args.audio_encoder)
+    classes = list(dict.fromkeys(labels))
     sources = source_wplus(parse_sources(list(range(16))), G, 0.7)
-    w_src = sources.repeat_interleave(len(ATTRIBUTES), 0)  # (112, L, D): source-major, like the demo's pairs
+    w_src = sources.repeat_interleave(len(emb), 0)  # (16 x sounds, L, D): source-major, like the demo's pairs
     e = emb.repeat(len(sources), 1)
-    sounds = list(ATTRIBUTES) * len(sources)
+    sounds = labels * len(sources)
+    print(f"{len(w_src)} pairs: 16 sources x {len(emb)} {'real recordings' if args.real else 'fresh clips'} "
+          f"({', '.join(f'{c} {labels.count(c)}' for c in classes)})")
     results = {"n_pairs": len(w_src), "load_average": os.getloadavg()[0]}
 
     if args.demo_run:  # quality from a finished `make demo` run: its optimisation and mapper edits of these pairs
@@ -183,14 +205,14 @@ def main() -> None:
             results[name].update(quality(w_map, w_src, sounds, G, clip_model))
 
     print("\n| method | s per edit | " + " | ".join(f"{a.split()[0]} det. rose" for a in DETECTED)
-          + " | P(class) rose (mean of 7) | pixel L2 | ‖Δw‖ |")
+          + f" | P(class) rose (mean of {len(classes)}) | pixel L2 | ‖Δw‖ |")
     print("|---|---|" + "---|" * (len(DETECTED) + 3))
     for name, r in results.items():
         if not isinstance(r, dict) or "judge" not in r:
             continue
         j = r["judge"]
         rose = " | ".join(f"{j[a]['detector_rose_share']:.0%}" for a in DETECTED)
-        prob = statistics.mean(j[a]["clip_prob_rose_share"] for a in ATTRIBUTES)
+        prob = statistics.mean(j[a]["clip_prob_rose_share"] for a in classes)
         print(f"| {name} | {r['seconds_per_edit'] * 1e3:.2f} ms ({r['cpu_seconds_per_edit'] * 1e3:.2f} ms CPU) | "
               f"{rose} | {prob:.0%} | {r['pixel_l2']:.4f} | {r['w_dist']:.2f} |")
     for name, r in results.items():
@@ -200,7 +222,7 @@ def main() -> None:
     print("\nper sound (detector rose / P(class) rose): " + "; ".join(
         f"{a}: " + ", ".join(f"{n.split(' (')[0]} {r['judge'][a]['detector_rose_share']:.0%}/"
                              f"{r['judge'][a]['clip_prob_rose_share']:.0%}"
-                             for n, r in results.items() if isinstance(r, dict) and "judge" in r) for a in ATTRIBUTES))
+                             for n, r in results.items() if isinstance(r, dict) and "judge" in r) for a in classes))
     if args.animate_seconds > 0:
         results["animate"] = time_animate(args.audio_encoder, (args.mapper or [str(WEIGHTS / "toy_mapper.pt")])[0],
                                           args.animate_seconds)

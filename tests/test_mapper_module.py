@@ -64,7 +64,7 @@ def test_training_sounds_are_embedded_once(tiny_world, single_thread, monkeypatc
     module = _module(tiny_world, text_ratio=0.0)
     module.setup("fit")
     n_calls = len(calls)
-    assert n_calls == module.encoder_calls == 1  # 6 training + 3 validation clips in one batch
+    assert n_calls == module.encoder_calls == 2  # 3 validation clips, then 6 training clips, one batch each
     assert module.audio_emb.shape == (6, 64) and module.val_emb.shape == (3, 64)
     for step in range(3):
         w, e = module.sample_pairs(torch.arange(4) + 1_000_000 + 4 * step)
@@ -85,7 +85,7 @@ def test_several_encoders_pool_their_embeddings(tiny_world, tmp_path, single_thr
     one.setup("fit")
     both = _module({**tiny_world, "audio_encoder": [tiny_world["audio_encoder"], other_path]}, text_ratio=0.0)
     both.setup("fit")
-    assert both.encoder_calls == 2 and both.audio_emb.shape == (12, 64)
+    assert both.encoder_calls == 4 and both.audio_emb.shape == (12, 64)
     torch.testing.assert_close(both.audio_emb[:6], one.audio_emb)  # the first encoder's, unchanged
     assert not torch.allclose(both.audio_emb[6:], one.audio_emb, atol=1e-3)  # the second one's differ
     assert torch.equal(both.audio_labels[:6], both.audio_labels[6:])
@@ -93,6 +93,51 @@ def test_several_encoders_pool_their_embeddings(tiny_world, tmp_path, single_thr
     drawn = torch.cat([both.sample_pairs(torch.arange(4) + 1_000_000 + 4 * k)[1] for k in range(8)])
     from_second = [any(torch.equal(t, a) for a in both.audio_emb[6:]) for t in drawn]
     assert 0 < sum(from_second) < len(drawn)  # targets come from both encoders
+
+
+def test_recorded_copies_add_degraded_targets_deterministically(tiny_world, single_thread):
+    """recorded_copies = 2: the clean embeddings first (as without copies), then two blocks of recording-chain
+    copies, labelled like their clips, different from the clean ones, and the same in a second run."""
+    clean = _module(tiny_world, text_ratio=0.0)
+    clean.setup("fit")
+    runs = []
+    for _ in range(2):
+        m = _module(tiny_world, text_ratio=0.0, recorded_copies=2, recording_p=1.0)
+        m.setup("fit")
+        runs.append(m)
+    m = runs[0]
+    assert m.audio_emb.shape == (18, 64) and m.encoder_calls == 2  # 3 validation, then 18 training in one batch
+    torch.testing.assert_close(m.audio_emb[:6], clean.audio_emb)
+    assert torch.equal(m.audio_labels, clean.audio_labels.repeat(3))
+    for block in (m.audio_emb[6:12], m.audio_emb[12:]):
+        assert (F.cosine_similarity(block, clean.audio_emb) < 0.9999).all()  # every copy was degraded
+    torch.testing.assert_close(runs[1].audio_emb, m.audio_emb)
+    torch.testing.assert_close(m.val_emb, clean.val_emb)  # validation columns stay clean
+    with pytest.raises(ValueError, match="recorded_copies"):
+        _module(tiny_world, recorded_copies=-1)
+
+
+def test_mixed_targets_are_unit_blends_of_two_targets(tiny_world, single_thread):
+    """mix_ratio 1: every target is a unit-norm blend of two drawn targets (text prompts or cached clips), lying in
+    their plane; mix_ratio 0 draws exactly the unblended targets."""
+    plain = _module(tiny_world, text_ratio=0.5)
+    plain.setup("fit")
+    mixed = _module(tiny_world, text_ratio=0.5, mix_ratio=1.0)
+    mixed.setup("fit")
+    pool = torch.cat([mixed.text_emb, mixed.audio_emb])
+    seeds = torch.arange(16) + 1_000_000
+    e_plain = plain.sample_pairs(seeds)[1]
+    assert all(any(torch.equal(t, a) for a in pool) for t in e_plain)  # no blending at mix_ratio 0
+    e = mixed.sample_pairs(seeds)[1]
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(16))
+    blended = sum(not any(torch.allclose(t, a) for a in pool) for t in e)
+    assert blended >= 10, blended  # all but blends of a target with itself (3 prompts, 6 clips in the pool)
+    # each blend is a positive combination of two pool members: least squares on some pair fits it exactly
+    for t in e:
+        best = min(torch.linalg.lstsq(torch.stack([pool[i], pool[j]]).T, t[:, None]).residuals.sum().item()
+                   for i in range(len(pool)) for j in range(len(pool)) if i < j)
+        assert best < 1e-8
+    assert torch.equal(mixed.sample_pairs(seeds)[1], e)  # deterministic
 
 
 def test_cli_fit_resume_and_grid(tiny_world, tmp_path, single_thread):
