@@ -219,10 +219,12 @@ def main() -> None:
         if isinstance(r, dict) and name != "optimise":
             print(f"{name}: {r['speedup_vs_optimise']:.0f}x less wall time ({r['cpu_speedup_vs_optimise']:.0f}x less "
                   f"CPU time) per edit than optimise")
-    print("\nper sound (detector rose / P(class) rose): " + "; ".join(
-        f"{a}: " + ", ".join(f"{n.split(' (')[0]} {r['judge'][a]['detector_rose_share']:.0%}/"
-                             f"{r['judge'][a]['clip_prob_rose_share']:.0%}"
-                             for n, r in results.items() if isinstance(r, dict) and "judge" in r) for a in classes))
+    judged = {n: r["judge"] for n, r in results.items() if isinstance(r, dict) and "judge" in r}
+    if judged:
+        print("\nper sound (detector rose / P(class) rose): " + "; ".join(
+            f"{a}: " + ", ".join(f"{n.split(' (')[0]} {j[a]['detector_rose_share']:.0%}/"
+                                 f"{j[a]['clip_prob_rose_share']:.0%}" for n, j in judged.items())
+            for a in classes))
     if args.animate_seconds > 0:
         results["animate"] = time_animate(args.audio_encoder, (args.mapper or [str(WEIGHTS / "toy_mapper.pt")])[0],
                                           args.animate_seconds)

@@ -86,6 +86,8 @@ class MapperModule(pl.LightningModule):
         recording_p: probability of each recording-chain step for those copies.
         mix_ratio: share of targets replaced by a random blend normalise(a·e1 + (1 − a)·e2), a ~ U(0, 1), of two
             drawn targets: real sounds embed between the classes, and the page mixes sounds with text prompts.
+        noise_ratio, noise_scale: share of targets moved off their direction, normalise(e + u·n) with n a random
+            unit vector and u ~ U(0, noise_scale) (real recordings embed far from every class prompt).
         sources: 'mapping' (z samples through the mapping network), 'folder' (W+ files in `wplus_dir`) or 'both'
             (half each).
         wplus_dir: folder of W/W+ files (e.g. experiments.project outputs) for sources 'folder'/'both'.
@@ -111,6 +113,8 @@ class MapperModule(pl.LightningModule):
         recorded_copies: int = 0,
         recording_p: float = 0.6,
         mix_ratio: float = 0.0,
+        noise_ratio: float = 0.0,
+        noise_scale: float = 1.0,
         sources: str = "mapping",
         wplus_dir: str | None = None,
         truncation: float = 0.7,
@@ -135,9 +139,11 @@ class MapperModule(pl.LightningModule):
             raise ValueError(f"MapperModule: text_ratio must lie in [0, 1], got {text_ratio}")
         if text_ratio < 1.0 and not (audio_encoder and sound_set):
             raise ValueError("MapperModule: text_ratio < 1 trains on audio embeddings: set audio_encoder and sound_set")
-        if recorded_copies < 0 or not 0.0 <= recording_p <= 1.0 or not 0.0 <= mix_ratio <= 1.0:
-            raise ValueError(f"MapperModule: need recorded_copies >= 0, recording_p and mix_ratio in [0, 1], got "
-                             f"{recorded_copies}, {recording_p}, {mix_ratio}")
+        if recorded_copies < 0 or noise_scale < 0 or not all(0.0 <= r <= 1.0 for r in (recording_p, mix_ratio,
+                                                                                         noise_ratio)):
+            raise ValueError(f"MapperModule: need recorded_copies >= 0, noise_scale >= 0, recording_p, mix_ratio and "
+                             f"noise_ratio in [0, 1], got {recorded_copies}, {noise_scale}, {recording_p}, "
+                             f"{mix_ratio}, {noise_ratio}")
         if sources not in ("mapping", "folder", "both"):
             raise ValueError(f"MapperModule: sources must be 'mapping', 'folder' or 'both', got {sources!r}")
         if sources != "mapping" and not wplus_dir:
@@ -261,6 +267,11 @@ class MapperModule(pl.LightningModule):
             a = torch.rand(b, 1, generator=gen).to(self.device)
             blend = F.normalize(a * e + (1 - a) * other, dim=-1)
             e = torch.where(mix[:, None].to(self.device), blend, e)
+        if hp.noise_ratio > 0:  # a random direction added: embeddings off the classes' directions
+            n = F.normalize(torch.randn(e.shape, generator=gen), dim=-1).to(self.device)
+            u = (torch.rand(b, 1, generator=gen) * hp.noise_scale).to(self.device)
+            noisy = torch.rand(b, generator=gen) < hp.noise_ratio
+            e = torch.where(noisy[:, None].to(self.device), F.normalize(e + u * n, dim=-1), e)
         return w, e
 
     def _draw_targets(self, b: int, gen: torch.Generator) -> torch.Tensor:
@@ -339,7 +350,7 @@ class MapperModule(pl.LightningModule):
         path = unused_path(path)
         meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()
                 if k in ("generator", "clip", "audio_encoder", "sound_set", "prompt_template", "text_ratio",
-                         "recorded_copies", "recording_p", "mix_ratio",
+                         "recorded_copies", "recording_p", "mix_ratio", "noise_ratio", "noise_scale",
                          "sources", "truncation", "lambda_delta", "lr", "batch_size", "seed")}
         meta.update(classes=list(self.class_names), global_step=int(self.global_step),
                     val_cos_gain=_metric(self.trainer, "val/cos_gain"),

@@ -138,6 +138,13 @@ def test_mixed_targets_are_unit_blends_of_two_targets(tiny_world, single_thread)
                    for i in range(len(pool)) for j in range(len(pool)) if i < j)
         assert best < 1e-8
     assert torch.equal(mixed.sample_pairs(seeds)[1], e)  # deterministic
+    noisy = _module(tiny_world, text_ratio=0.5, noise_ratio=1.0, noise_scale=0.5)
+    noisy.setup("fit")
+    e_noisy = noisy.sample_pairs(seeds)[1]
+    torch.testing.assert_close(e_noisy.norm(dim=-1), torch.ones(16))
+    # each moved off a pool member by a vector of norm <= 0.5: cosine >= sqrt(1 - 0.5^2) to its nearest one
+    nearest = (e_noisy @ pool.T).max(dim=1).values
+    assert (nearest >= (1 - 0.5 ** 2) ** 0.5 - 1e-5).all() and (nearest < 1 - 1e-6).all(), nearest
 
 
 def test_cli_fit_resume_and_grid(tiny_world, tmp_path, single_thread):
