@@ -99,7 +99,14 @@ def judge_toyworld(edit_dir: Path, clip_path: str, generator_path: str, cfg: dic
 
 def train_audio_encoder(cfg: dict, clip_path: str, soundzoo: Path, audio_dir: Path,
                         models_dir: Path) -> tuple[Path, str, float | None]:
-    """The demo's stage 2 (audio config + overrides of `cfg`): (exported encoder, checkpoint, val top-1)."""
+    """The demo's stage 2 (audio config + overrides of `cfg`): (exported encoder, checkpoint, val top-1).
+
+    `audio.checkpoint` picks what is exported: "best" (default; the config's monitored checkpoint, best.ckpt by
+    validation top-1) or "last" (the end of training: with augmented training items the clean validation top-1
+    saturates at 1.0 in the first epochs, and the first checkpoint to reach it is an early, barely trained one)."""
+    choice = cfg["audio"].get("checkpoint", "best")
+    if choice not in ("best", "last"):
+        raise ValueError(f"audio.checkpoint must be 'best' or 'last', got {choice!r}")
     wandb.finish()  # a W&B run left open in this process would otherwise absorb the demo's training run
     with manipulate.own_argv():
         fit = train.main(["fit", "--config", cfg["audio"]["config"], f"--model.clip_model={clip_path}",
@@ -107,6 +114,8 @@ def train_audio_encoder(cfg: dict, clip_path: str, soundzoo: Path, audio_dir: Pa
                           *cfg["audio"].get("overrides", [])])
     best = fit.trainer.checkpoint_callback.best_model_path or str(audio_dir / "checkpoints" / "last.ckpt")
     top1 = fit.trainer.checkpoint_callback.best_model_score
+    if choice == "last":
+        best, top1 = str(audio_dir / "checkpoints" / "last.ckpt"), fit.trainer.callback_metrics.get("val/top1")
     encoder_path = export_audio_encoder(load_audio_encoder(best), models_dir / "audio_encoder.pt")
     wandb.finish()  # close the training run, so the edits get a W&B run of their own
     return encoder_path, best, None if top1 is None else float(top1)

@@ -15,8 +15,8 @@ from lightning_fabric.utilities.data import _replace_dunder_methods, _set_sample
 from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 from torch.utils.data import DataLoader
 
-from datamodules.audio_io import load_audio
-from datamodules.sampling import EpochSampler, ResumableDataLoader
+from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.sampling import EpochSampler, ResumableDataLoader, item_generator
 from datamodules.soundzoo import synthesize, write_sound_set
 from datamodules.vggsound import VGGSoundDataModule, index_audio_files
 from datamodules.vggsound_csv import VGGSoundCSVError, read_vggsound_csv
@@ -267,6 +267,86 @@ def test_items_depend_only_on_seed_epoch_index(zoo):
     other_seed = _dm(zoo, seed=7).train_set
     assert not torch.equal(other_seed[(3, 5)]["waveform"], a["waveform"])
 
+
+
+# ---------------------------------------------------------------------------- recording-chain augmentation
+
+
+def test_recording_chain_is_off_by_default_and_items_are_the_plain_crops(zoo):
+    dm, off = _dm(zoo), _dm(zoo, recording_chain_p=0.0)
+    assert dm.hparams.recording_chain_p == 0.0
+    data = dm.train_set
+    for key in [(0, 0), (3, 5), (7, len(data) - 1)]:
+        epoch, index = key
+        gen = item_generator(0, epoch, index)
+        plain = crop_or_pad(load_audio(data.paths[index], SR), SR // 2, "random", generator=gen)
+        assert torch.equal(data[key]["waveform"], plain)  # no chain: the crop as before the option existed
+        assert torch.equal(off.train_set[key]["waveform"], plain)
+
+
+def test_recording_chain_is_seeded_by_seed_epoch_index_and_keeps_the_crop(zoo, monkeypatch):
+    """The chain gets the clean crop and an rng that is a function of (seed, epoch, index) alone."""
+    import datamodules.vggsound as vggsound
+
+    seen = {}
+
+    def spy(x, rng, sr, p):
+        seen["x"], seen["draw"], seen["sr"], seen["p"] = x.copy(), rng.random(), sr, p
+        return x * 0.5
+
+    monkeypatch.setattr(vggsound, "record", spy)
+    clean, chained = _dm(zoo).train_set, _dm(zoo, recording_chain_p=0.4).train_set
+    draws = {}
+    for key in [(3, 5), (3, 5), (4, 5), (3, 6)]:
+        out = chained[key]["waveform"]
+        assert np.array_equal(seen["x"], clean[key]["waveform"].numpy())  # same crop with and without the chain
+        assert torch.equal(out, clean[key]["waveform"] * 0.5) and seen["sr"] == SR and seen["p"] == 0.4
+        draws.setdefault(key, set()).add(seen["draw"])
+    assert len(draws[(3, 5)]) == 1  # same key, same stream (global RNG state aside)
+    assert len({d for v in draws.values() for d in v}) == 3  # another epoch or index: another stream
+    seen.clear()
+    _dm(zoo, recording_chain_p=0.4, seed=7).train_set[(3, 5)]
+    assert seen["draw"] not in draws[(3, 5)]
+
+
+def test_recording_chain_changes_training_items_only_keeping_length_and_range(zoo):
+    clean, dm = _dm(zoo), _dm(zoo, recording_chain_p=1.0)
+    changed = 0
+    for epoch, index in itertools.product(range(3), range(0, len(dm.train_set), 7)):
+        a, b = dm.train_set[(epoch, index)]["waveform"], dm.train_set[(epoch, index)]["waveform"]
+        assert torch.equal(a, b)  # deterministic
+        assert a.shape == (SR // 2,) and a.dtype == torch.float32
+        assert torch.isfinite(a).all() and a.abs().max() <= 1.0
+        changed += not torch.equal(a, clean.train_set[(epoch, index)]["waveform"])
+    assert changed >= 0.9 * 3 * len(range(0, len(dm.train_set), 7))
+    e0, e1 = dm.train_set[(0, 4)]["waveform"], dm.train_set[(1, 4)]["waveform"]
+    assert not torch.equal(e0, e1)
+    for split in ("val_set", "test_set"):  # validation and test: never through the chain
+        for i in range(len(getattr(dm, split))):
+            assert torch.equal(getattr(dm, split)[i]["waveform"], getattr(clean, split)[i]["waveform"])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["waveform"].shape == (8, SR // 2) and batch["waveform"].abs().max() <= 1.0
+
+
+def test_recording_chain_share_and_first_epoch(zoo):
+    clean = _dm(zoo).train_set
+    late = _dm(zoo, recording_chain_p=1.0, recording_chain_from_epoch=2).train_set
+    for index in range(4):
+        for epoch in (0, 1):  # the curriculum's clean epochs
+            assert torch.equal(late[(epoch, index)]["waveform"], clean[(epoch, index)]["waveform"])
+        assert not torch.equal(late[(2, index)]["waveform"], clean[(2, index)]["waveform"])
+    none = _dm(zoo, recording_chain_p=1.0, recording_chain_share=0.0).train_set
+    assert all(torch.equal(none[(1, i)]["waveform"], clean[(1, i)]["waveform"]) for i in range(len(clean)))
+    half = _dm(zoo, recording_chain_p=1.0, recording_chain_share=0.5).train_set
+    kept = sum(torch.equal(half[(1, i)]["waveform"], clean[(1, i)]["waveform"]) for i in range(len(clean)))
+    assert 0.25 * len(clean) <= kept <= 0.75 * len(clean)
+
+
+@pytest.mark.parametrize("kw", [dict(recording_chain_p=1.5), dict(recording_chain_p=-0.1),
+                                dict(recording_chain_share=2.0), dict(recording_chain_from_epoch=-1)])
+def test_recording_chain_rejects_bad_settings(zoo, kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        VGGSoundDataModule(str(zoo), **kw)
 
 def test_epoch_sampler_permutation_depends_on_seed_and_epoch():
     s = EpochSampler(50, seed=3)
