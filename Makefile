@@ -60,7 +60,7 @@ bench-generator: $(STAMP) ## StyleGAN2 256px forward and W+ step: ops ref vs ker
 # runs the same pipeline with random tiny networks instead.
 DEMO_CONFIG ?= experiments/toyworld/demo.yaml
 
-demo: $(STAMP) ## The whole pipeline offline on CPU in the learned toy world (sound set, audio training, edits, mapper column, story video), about 1 min idle on 2 cores
+demo: $(STAMP) ## The whole pipeline offline on CPU in the learned toy world (sound set, audio training, edits, mapper column, story video), 1-2 min idle on 2 cores
 	$(MALLOC_ENV) WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m experiments.demo --config $(DEMO_CONFIG)
 
 train: CONFIG ?= experiments/audio_clip/vggsound.yaml
