@@ -25,11 +25,9 @@ worker processes would never reach the main process, so the training module sums
 Recording chain (optional, `recording_chain_p` > 0): after the crop, a training item passes through
 `datamodules.recording_chain.record` (reverb, noise bed, two-mic mix, EQ, codec, onset/length, mic AGC, gain and
 clipping, each step with probability `recording_chain_p`), so an encoder trained on clean clips also hears them
-as a room and a microphone would. `recording_chain_share` is the share of items that go through it at all (the rest
-stay clean) and `recording_chain_from_epoch` the first epoch that uses it (a curriculum: clean epochs first).
-The chain's rng is its own stream seeded with (seed, epoch, index), so the crop is the same with and without it and
-epochs, workers and DDP ranks are reproducible. Validation and test items never go through it. Off (0.0) by default:
-items are then exactly those of a datamodule without the option.
+as a room and a microphone would. The chain's rng is its own stream seeded with (seed, epoch, index), so the crop
+is the same with and without it and epochs, workers and DDP ranks are reproducible. Validation and test items never
+go through it. Off (0.0) by default: items are then exactly those of a datamodule without the option.
 
 Determinism: the training sampler yields `(epoch, index)` keys and every random choice for an item (crop
 offset, replacement clips) comes from a generator seeded with (seed, epoch, index), never from global RNG
@@ -147,10 +145,8 @@ class AudioClipDataset(Dataset):
         max_replacements: int = 20,
         frame_cache: FrameCache | None = None,
         recording_chain_p: float = 0.0,
-        recording_chain_share: float = 1.0,
-        recording_chain_from_epoch: int = 0,
     ) -> None:
-        check_recording_chain(recording_chain_p, recording_chain_share, recording_chain_from_epoch)
+        check_recording_chain(recording_chain_p)
         self.paths = np.array(paths, dtype=np.str_)
         self.labels = np.array(labels, dtype=np.int64)
         self.keys = np.array(keys, dtype=np.str_)
@@ -159,8 +155,7 @@ class AudioClipDataset(Dataset):
         self.silence_threshold, self.max_replacements = silence_threshold, max_replacements
         self.frame_cache = frame_cache
         self.frame_rows = frame_cache.rows(list(keys)) if frame_cache is not None else None
-        self.recording_chain_p, self.recording_chain_share = recording_chain_p, recording_chain_share
-        self.recording_chain_from_epoch = recording_chain_from_epoch
+        self.recording_chain_p = recording_chain_p
 
     @property
     def clips(self) -> list[Clip]:
@@ -194,7 +189,7 @@ class AudioClipDataset(Dataset):
                 "the dataset looks broken rather than holding a few bad files"
             )
         wave = crop_or_pad(wave, self.num_samples, "random" if self.train else "center", generator=gen)
-        if self.train and self.recording_chain_p > 0 and epoch >= self.recording_chain_from_epoch:
+        if self.train and self.recording_chain_p > 0:
             wave = self._record(wave, epoch, index)
         label = int(self.labels[chosen])
         item = {"waveform": wave, "label": label, "label_name": self.class_names[label], "bad": bad,
@@ -206,8 +201,6 @@ class AudioClipDataset(Dataset):
     def _record(self, wave: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         """The recording chain on a training crop, from its own (seed, epoch, index) stream; length and range kept."""
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, index, 2])
-        if self.recording_chain_share < 1.0 and rng.random() >= self.recording_chain_share:
-            return wave
         return torch.from_numpy(record(wave.numpy(), rng, self.sample_rate, self.recording_chain_p))
 
     def _frame(self, chosen: int, epoch: int, index: int) -> dict[str, Any]:
@@ -222,13 +215,9 @@ class AudioClipDataset(Dataset):
         return {"image": torch.from_numpy(self.frame_cache.embedding(row, frame)), "image_mask": True}
 
 
-def check_recording_chain(p: float, share: float, from_epoch: int) -> None:
+def check_recording_chain(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"recording_chain_p must lie in [0, 1], got {p}")
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"recording_chain_share must lie in [0, 1], got {share}")
-    if from_epoch < 0:
-        raise ValueError(f"recording_chain_from_epoch must be >= 0, got {from_epoch}")
 
 
 class CollateClips:
@@ -275,8 +264,6 @@ class VGGSoundDataModule(pl.LightningDataModule):
             then carry `image` and `image_mask` (see the module docstring). None: audio only.
         recording_chain_p: probability of each step of `datamodules.recording_chain.record` (reverb, noise bed,
             EQ, codec, level, ...) on training items; 0 (default) leaves them clean. Never on validation or test.
-        recording_chain_share: share of training items that go through the chain at all (the rest stay clean).
-        recording_chain_from_epoch: first epoch whose training items go through the chain (earlier ones are clean).
     """
 
     def __init__(
@@ -296,11 +283,9 @@ class VGGSoundDataModule(pl.LightningDataModule):
         silence_threshold: float = DIGITAL_SILENCE_PEAK,
         frame_cache: str | None = None,
         recording_chain_p: float = 0.0,
-        recording_chain_share: float = 1.0,
-        recording_chain_from_epoch: int = 0,
     ) -> None:
         super().__init__()
-        check_recording_chain(recording_chain_p, recording_chain_share, recording_chain_from_epoch)
+        check_recording_chain(recording_chain_p)
         self.save_hyperparameters()
         self.root = Path(root)
         self.csv_path = Path(csv_path) if csv_path else self.root / "vggsound.csv"
@@ -311,8 +296,6 @@ class VGGSoundDataModule(pl.LightningDataModule):
         self.requested_classes = list(classes) if classes is not None else None
         self.prompt_template, self.report_dir, self.silence_threshold = prompt_template, report_dir, silence_threshold
         self.frame_cache_path = frame_cache
-        self.recording_chain = dict(recording_chain_p=recording_chain_p, recording_chain_share=recording_chain_share,
-                                    recording_chain_from_epoch=recording_chain_from_epoch)
         self.frame_cache: FrameCache | None = None
         self.class_names: list[str] = []
         self.train_set = self.val_set = self.test_set = None
@@ -359,9 +342,9 @@ class VGGSoundDataModule(pl.LightningDataModule):
         def dataset(selected: list[CSVRow], num_samples: int, train: bool) -> AudioClipDataset:
             paths = [files[r.key] for r in selected]
             labels = [label_index[r.label] for r in selected]
-            chain = self.recording_chain if train else {}  # validation and test: always clean
             return AudioClipDataset(paths, labels, [r.key for r in selected], self.class_names, self.sample_rate,
-                                    num_samples, train, self.seed, self.silence_threshold, frame_cache=cache, **chain)
+                                    num_samples, train, self.seed, self.silence_threshold, frame_cache=cache,
+                                    recording_chain_p=self.hparams.recording_chain_p if train else 0.0)
 
         train = dataset([r for r in train_rows if r.key not in held], self.crop_samples, True)
         if not len(train):
@@ -376,9 +359,8 @@ class VGGSoundDataModule(pl.LightningDataModule):
     def _report(self, seconds: float) -> None:
         sizes = f"train {len(self.train_set)}, val {len(self.val_set)}, test {len(self.test_set)}"
         log.info("VGGSound: %d classes, %s clips (setup %.2f s)", len(self.class_names), sizes, seconds)
-        if self.recording_chain["recording_chain_p"] > 0:
-            log.info("VGGSound: training items through the recording chain (p %.2f, share %.2f, from epoch %d)",
-                     *self.recording_chain.values())
+        if self.hparams.recording_chain_p > 0:
+            log.info("VGGSound: training items through the recording chain (p %.2f)", self.hparams.recording_chain_p)
         if self.frame_cache is not None:
             without = {name: int((ds.frame_rows < 0).sum()) for name, ds in
                        (("train", self.train_set), ("val", self.val_set), ("test", self.test_set))}

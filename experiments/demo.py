@@ -112,13 +112,14 @@ def train_audio_encoder(cfg: dict, clip_path: str, soundzoo: Path, audio_dir: Pa
         fit = train.main(["fit", "--config", cfg["audio"]["config"], f"--model.clip_model={clip_path}",
                           f"--data.root={soundzoo}", f"--trainer.default_root_dir={audio_dir}",
                           *cfg["audio"].get("overrides", [])])
-    best = fit.trainer.checkpoint_callback.best_model_path or str(audio_dir / "checkpoints" / "last.ckpt")
-    top1 = fit.trainer.checkpoint_callback.best_model_score
-    if choice == "last":
-        best, top1 = str(audio_dir / "checkpoints" / "last.ckpt"), fit.trainer.callback_metrics.get("val/top1")
-    encoder_path = export_audio_encoder(load_audio_encoder(best), models_dir / "audio_encoder.pt")
+    last, monitor = str(audio_dir / "checkpoints" / "last.ckpt"), fit.trainer.checkpoint_callback
+    if choice == "best" and monitor.best_model_path:
+        ckpt, top1 = monitor.best_model_path, monitor.best_model_score
+    else:
+        ckpt, top1 = last, fit.trainer.callback_metrics.get("val/top1") if choice == "last" else None
+    encoder_path = export_audio_encoder(load_audio_encoder(ckpt), models_dir / "audio_encoder.pt")
     wandb.finish()  # close the training run, so the edits get a W&B run of their own
-    return encoder_path, best, None if top1 is None else float(top1)
+    return encoder_path, ckpt, None if top1 is None else float(top1)
 
 
 def comparison_grid(optimised, mapped, path: Path) -> Path:

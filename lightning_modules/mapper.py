@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio_io import crop_or_pad, load_audio
 from datamodules.latent_sources import read_latent_file, seed_to_z
-from datamodules.recording_chain import record
 from datamodules.vggsound import index_audio_files
 from datamodules.vggsound_csv import read_vggsound_csv
 from lightning_modules.audio_export import load_audio_encoder
@@ -80,14 +78,8 @@ class MapperModule(pl.LightningModule):
         classes: the labels used (None: every label of the sound set); their prompts are the text targets.
         prompt_template: class prompt, e.g. "This is a sound of {label}." (the encoder's training prompt).
         text_ratio: share of training targets drawn from the class prompts' text embeddings (rest: audio clips).
-        recorded_copies: per training clip, this many extra copies passed through the recording chain
-            (datamodules/recording_chain.py: room, background, microphones, EQ, codec, level) before embedding, so
-            the targets also cover where degraded, real-world-like sounds embed (0: clean clips only).
-        recording_p: probability of each recording-chain step for those copies.
         mix_ratio: share of targets replaced by a random blend normalise(a·e1 + (1 − a)·e2), a ~ U(0, 1), of two
             drawn targets: real sounds embed between the classes, and the page mixes sounds with text prompts.
-        noise_ratio, noise_scale: share of targets moved off their direction, normalise(e + u·n) with n a random
-            unit vector and u ~ U(0, noise_scale) (real recordings embed far from every class prompt).
         sources: 'mapping' (z samples through the mapping network), 'folder' (W+ files in `wplus_dir`) or 'both'
             (half each).
         wplus_dir: folder of W/W+ files (e.g. experiments.project outputs) for sources 'folder'/'both'.
@@ -110,11 +102,7 @@ class MapperModule(pl.LightningModule):
         classes: list[str] | None = None,
         prompt_template: str = "This is a sound of {label}.",
         text_ratio: float = 0.5,
-        recorded_copies: int = 0,
-        recording_p: float = 0.6,
         mix_ratio: float = 0.0,
-        noise_ratio: float = 0.0,
-        noise_scale: float = 1.0,
         sources: str = "mapping",
         wplus_dir: str | None = None,
         truncation: float = 0.7,
@@ -139,11 +127,8 @@ class MapperModule(pl.LightningModule):
             raise ValueError(f"MapperModule: text_ratio must lie in [0, 1], got {text_ratio}")
         if text_ratio < 1.0 and not (audio_encoder and sound_set):
             raise ValueError("MapperModule: text_ratio < 1 trains on audio embeddings: set audio_encoder and sound_set")
-        if recorded_copies < 0 or noise_scale < 0 or not all(0.0 <= r <= 1.0 for r in (recording_p, mix_ratio,
-                                                                                         noise_ratio)):
-            raise ValueError(f"MapperModule: need recorded_copies >= 0, noise_scale >= 0, recording_p, mix_ratio and "
-                             f"noise_ratio in [0, 1], got {recorded_copies}, {noise_scale}, {recording_p}, "
-                             f"{mix_ratio}, {noise_ratio}")
+        if not 0.0 <= mix_ratio <= 1.0:
+            raise ValueError(f"MapperModule: mix_ratio must lie in [0, 1], got {mix_ratio}")
         if sources not in ("mapping", "folder", "both"):
             raise ValueError(f"MapperModule: sources must be 'mapping', 'folder' or 'both', got {sources!r}")
         if sources != "mapping" and not wplus_dir:
@@ -187,24 +172,13 @@ class MapperModule(pl.LightningModule):
         return [] if not enc else [str(enc)] if isinstance(enc, (str, Path)) else [str(e) for e in enc]
 
     @torch.no_grad()
-    def embed_clips(self, paths: list[str], encoder_path: str, recorded: int = 0, batch: int = 32) -> torch.Tensor:
-        """L2-normalised audio embeddings of clips, centre-cropped/padded to the encoder's window: (N, E) for the
-        clean clips, then `recorded` blocks of N for recording-chain copies (copy c of clip i seeded by (seed, i, c),
-        the same for every encoder)."""
+    def embed_clips(self, paths: list[str], encoder_path: str, batch: int = 32) -> torch.Tensor:
+        """L2-normalised audio embeddings (N, E) of clips, centre-cropped/padded to the encoder's window."""
         encoder = load_audio_encoder(encoder_path).eval().requires_grad_(False).to(self.device)
-        sr, n = encoder.sample_rate, encoder.clip_samples
-        jobs = [(i, c) for c in range(recorded + 1) for i in range(len(paths))]
-
-        def wave(i: int, c: int) -> torch.Tensor:
-            x = load_audio(paths[i], sr)
-            if c:
-                rng = np.random.default_rng([self.hparams.seed, i, c])
-                x = torch.from_numpy(record(x.numpy(), rng, sr, self.hparams.recording_p))
-            return crop_or_pad(x, n, mode="center")
-
         out = []
-        for k in range(0, len(jobs), batch):
-            waves = [wave(i, c) for i, c in jobs[k:k + batch]]
+        for i in range(0, len(paths), batch):
+            waves = [crop_or_pad(load_audio(p, encoder.sample_rate), encoder.clip_samples, mode="center")
+                     for p in paths[i:i + batch]]
             out.append(encoder(torch.stack(waves).to(self.device), augment=False).float())
             self.encoder_calls += 1
         return F.normalize(torch.cat(out), dim=-1)
@@ -222,20 +196,21 @@ class MapperModule(pl.LightningModule):
             for label, path in read_sound_set(hp.sound_set, "test", self.class_names):
                 first_test.setdefault(label, path)
             val = [(label, first_test[label]) for label in self.class_names if label in first_test]
-            audio, labels = [], []
-            for i, encoder in enumerate(self.encoder_paths):
-                emb = self.embed_clips([p for _, p in val], encoder)
-                if emb.shape[1] != self.text_emb.shape[1]:
-                    raise ValueError(f"audio encoder {encoder} embeds into {emb.shape[1]} dims, "
+            audio = []
+            for encoder in self.encoder_paths:
+                # validation clips, then training clips: separate batches (the committed toy mapper was built so;
+                # a different batching changes the embeddings' last bits and with them the whole training run)
+                val_emb = self.embed_clips([p for _, p in val], encoder)
+                if val_emb.shape[1] != self.text_emb.shape[1]:
+                    raise ValueError(f"audio encoder {encoder} embeds into {val_emb.shape[1]} dims, "
                                      f"CLIP {hp.clip} into {self.text_emb.shape[1]}: use the encoder's CLIP")
-                if i == 0:
-                    self.val_emb = emb
-                audio.append(self.embed_clips([p for _, p in train], encoder, recorded=hp.recorded_copies))
-                labels += [self.class_names.index(label) for label, _ in train] * (hp.recorded_copies + 1)
-            self.audio_emb, self.audio_labels = torch.cat(audio), torch.tensor(labels)
+                if not audio:
+                    self.val_emb = val_emb
+                audio.append(self.embed_clips([p for _, p in train], encoder))
+            self.audio_emb = torch.cat(audio)
+            self.audio_labels = torch.tensor([self.class_names.index(label) for label, _ in train] * len(audio))
             self.val_names = [label for label, _ in val]
-            rank_zero_info(f"mapper targets: {len(train)} training clips x {hp.recorded_copies + 1} (clean + "
-                           f"recorded copies) x {len(audio)} encoder(s) and "
+            rank_zero_info(f"mapper targets: {len(train)} training clips x {len(audio)} encoder(s) and "
                            f"{len(self.class_names)} class prompts (text share {hp.text_ratio}), {len(val)} validation "
                            f"clips")
 
@@ -267,11 +242,6 @@ class MapperModule(pl.LightningModule):
             a = torch.rand(b, 1, generator=gen).to(self.device)
             blend = F.normalize(a * e + (1 - a) * other, dim=-1)
             e = torch.where(mix[:, None].to(self.device), blend, e)
-        if hp.noise_ratio > 0:  # a random direction added: embeddings off the classes' directions
-            n = F.normalize(torch.randn(e.shape, generator=gen), dim=-1).to(self.device)
-            u = (torch.rand(b, 1, generator=gen) * hp.noise_scale).to(self.device)
-            noisy = torch.rand(b, generator=gen) < hp.noise_ratio
-            e = torch.where(noisy[:, None].to(self.device), F.normalize(e + u * n, dim=-1), e)
         return w, e
 
     def _draw_targets(self, b: int, gen: torch.Generator) -> torch.Tensor:
@@ -350,8 +320,7 @@ class MapperModule(pl.LightningModule):
         path = unused_path(path)
         meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()
                 if k in ("generator", "clip", "audio_encoder", "sound_set", "prompt_template", "text_ratio",
-                         "recorded_copies", "recording_p", "mix_ratio", "noise_ratio", "noise_scale",
-                         "sources", "truncation", "lambda_delta", "lr", "batch_size", "seed")}
+                         "mix_ratio", "sources", "truncation", "lambda_delta", "lr", "batch_size", "seed")}
         meta.update(classes=list(self.class_names), global_step=int(self.global_step),
                     val_cos_gain=_metric(self.trainer, "val/cos_gain"),
                     val_delta_norm=_metric(self.trainer, "val/delta_norm"))

@@ -30,7 +30,6 @@ def test_tiny_models_are_deterministic_from_seeds(tmp_path):
     assert model.visual.input_resolution == cfg["tiny_clip"]["image_resolution"]
 
 
-
 def test_audio_checkpoint_choice_is_checked_before_training(tmp_path):
     """`audio.checkpoint` is "best" (default) or "last"; anything else fails before any training starts."""
     cfg = demo.load_config(demo.DEFAULT_CONFIG)
@@ -38,6 +37,7 @@ def test_audio_checkpoint_choice_is_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match="audio.checkpoint"):
         demo.train_audio_encoder(cfg, "unused", tmp_path / "zoo", tmp_path / "audio", tmp_path / "models")
     assert not (tmp_path / "audio").exists()
+
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path, capsys):
