@@ -180,7 +180,9 @@ def main() -> None:
                            for i in range(0, len(w_src), args.opt_batch)])
         results["optimise"].update(quality(w_opt, w_src, sounds, G, clip_model))
 
-    for path in args.mapper or [str(WEIGHTS / "toy_mapper.pt")]:
+    paths = args.mapper or [str(WEIGHTS / "toy_mapper.pt")]
+    repeated = len({Path(p).name for p in paths}) < len(paths)  # same file names: tell them apart by folder
+    for path in paths:
         mapper = load_mapper(path)
 
         def run(mapper=mapper):
@@ -189,7 +191,8 @@ def main() -> None:
 
         run()  # warm-up
         wall, cpu = median_time(run, max(args.repeats, 5)) if args.repeats else (math.nan, math.nan)
-        name = f"mapper {mapper.config['conditioning']} ({Path(path).name})"
+        shown = f"{Path(path).parent.name}/{Path(path).name}" if repeated else Path(path).name
+        name = f"mapper {mapper.config['conditioning']} ({shown})"
         results[name] = {"seconds_per_edit": wall / len(w_src), "cpu_seconds_per_edit": cpu / len(w_src)}
         results[name]["speedup_vs_optimise"] = results["optimise"]["seconds_per_edit"] / results[name][
             "seconds_per_edit"]
@@ -197,7 +200,7 @@ def main() -> None:
             "cpu_seconds_per_edit"]
         if args.no_quality:
             continue
-        if args.demo_run and path == (args.mapper or [str(WEIGHTS / "toy_mapper.pt")])[0]:
+        if args.demo_run and path == paths[0]:
             results[name].update(quality_of_run(edits["mapper"], G, clip_model))
         else:
             with torch.no_grad():
@@ -221,12 +224,15 @@ def main() -> None:
                   f"CPU time) per edit than optimise")
     judged = {n: r["judge"] for n, r in results.items() if isinstance(r, dict) and "judge" in r}
     if judged:
+        short = {n: n.split(" (")[0] for n in judged}
+        if len(set(short.values())) < len(short):  # two mappers of one conditioning: keep their file names
+            short = {n: n for n in judged}
         print("\nper sound (detector rose / P(class) rose): " + "; ".join(
-            f"{a}: " + ", ".join(f"{n.split(' (')[0]} {j[a]['detector_rose_share']:.0%}/"
+            f"{a}: " + ", ".join(f"{short[n]} {j[a]['detector_rose_share']:.0%}/"
                                  f"{j[a]['clip_prob_rose_share']:.0%}" for n, j in judged.items())
             for a in classes))
     if args.animate_seconds > 0:
-        results["animate"] = time_animate(args.audio_encoder, (args.mapper or [str(WEIGHTS / "toy_mapper.pt")])[0],
+        results["animate"] = time_animate(args.audio_encoder, paths[0],
                                           args.animate_seconds)
         a = results["animate"]
         print(f"\nanimate, mapper mode, {a['track_s']:.0f} s track, 256 px, 25 fps, one thread: {a['frames']} frames; "

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.audio_io import crop_or_pad, load_audio
+from datamodules.audio_io import AudioDecodeError, crop_or_pad, load_audio
+from datamodules.audio_windows import read_windows
+from datamodules.class_folders import list_clips
 from datamodules.latent_sources import read_latent_file, seed_to_z
 from datamodules.vggsound import index_audio_files
 from datamodules.vggsound_csv import read_vggsound_csv
@@ -75,6 +77,10 @@ class MapperModule(pl.LightningModule):
             first one's embeddings make the validation columns.
         sound_set: folder in the VGGSound layout (vggsound.csv + clips): its `train` rows are training targets, the
             first `test` clip of each class is a validation column.
+        recordings: folder of real recordings by class, DIR/<class>/<files> (e.g. the toy world's training split
+            after `realsounds layout`): each window's embedding and each recording's window mean are audio targets
+            too, so the mapper learns where real recordings embed, not only synthetic clips (None: none).
+        recording_windows: at most this many windows per recording (evenly spaced over a long one).
         classes: the labels used (None: every label of the sound set); their prompts are the text targets.
         prompt_template: class prompt, e.g. "This is a sound of {label}." (the encoder's training prompt).
         text_ratio: share of training targets drawn from the class prompts' text embeddings (rest: audio clips).
@@ -84,9 +90,11 @@ class MapperModule(pl.LightningModule):
             (half each).
         wplus_dir: folder of W/W+ files (e.g. experiments.project outputs) for sources 'folder'/'both'.
         truncation: psi of mapping-network sources.
-        conditioning, n_layers, hidden, lr_mul, output_scale: the SoundMapper (see its docstring).
+        conditioning, n_layers, hidden, lr_mul, output_scale, row_codes: the SoundMapper (see its docstring).
         lambda_delta: weight of ||dw||^2 (summed over all W+ entries, as in Eq. 2).
         lr, betas, weight_decay: Adam(W) on the mapper.
+        lr_schedule: 'constant' or 'cosine' (lr falls to 0 along a half cosine over trainer.max_steps: late steps
+            settle instead of jittering around the minimum at the full lr).
         batch_size, pairs_per_epoch: random pairs per step / per epoch.
         val_sources: seeds of the validation grid's rows (never drawn in training: training seeds are >= 10^6).
         seed: seeds the pair draws; mean_latent_samples: z samples for the mean latent when the checkpoint has none.
@@ -99,6 +107,8 @@ class MapperModule(pl.LightningModule):
         clip: str = "ViT-B/32",
         audio_encoder: list[str] | str | None = None,
         sound_set: str | None = None,
+        recordings: str | None = None,
+        recording_windows: int = 16,
         classes: list[str] | None = None,
         prompt_template: str = "This is a sound of {label}.",
         text_ratio: float = 0.5,
@@ -111,10 +121,12 @@ class MapperModule(pl.LightningModule):
         hidden: int | None = None,
         lr_mul: float = 0.01,
         output_scale: float = 0.1,
+        row_codes: bool = False,
         lambda_delta: float = 0.003,
         lr: float = 0.5,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
         batch_size: int = 8,
         pairs_per_epoch: int = 8000,
         val_sources: list[int] = (0, 1, 2, 3),
@@ -125,10 +137,15 @@ class MapperModule(pl.LightningModule):
         super().__init__()
         if not 0.0 <= text_ratio <= 1.0:
             raise ValueError(f"MapperModule: text_ratio must lie in [0, 1], got {text_ratio}")
-        if text_ratio < 1.0 and not (audio_encoder and sound_set):
-            raise ValueError("MapperModule: text_ratio < 1 trains on audio embeddings: set audio_encoder and sound_set")
+        if text_ratio < 1.0 and not (audio_encoder and (sound_set or recordings)):
+            raise ValueError("MapperModule: text_ratio < 1 trains on audio embeddings: set audio_encoder and "
+                             "sound_set or recordings")
+        if recording_windows < 1:
+            raise ValueError(f"MapperModule: recording_windows must be >= 1, got {recording_windows}")
         if not 0.0 <= mix_ratio <= 1.0:
             raise ValueError(f"MapperModule: mix_ratio must lie in [0, 1], got {mix_ratio}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"MapperModule: lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         if sources not in ("mapping", "folder", "both"):
             raise ValueError(f"MapperModule: sources must be 'mapping', 'folder' or 'both', got {sources!r}")
         if sources != "mapping" and not wplus_dir:
@@ -142,7 +159,8 @@ class MapperModule(pl.LightningModule):
         object.__setattr__(self, "generator", G.eval().requires_grad_(False))  # (not registered as a submodule)
         self.clip_model = CLIPWrapper(clip)
         self.mapper = SoundMapper(G.n_latent, G.style_dim, self.clip_model.embed_dim, conditioning=conditioning,
-                                  n_layers=n_layers, hidden=hidden, lr_mul=lr_mul, output_scale=output_scale)
+                                  n_layers=n_layers, hidden=hidden, lr_mul=lr_mul, output_scale=output_scale,
+                                  row_codes=row_codes)
         self.encoder_calls = 0  # audio encoder forward passes this run (the cache is built once)
         self.audio_emb = self.audio_labels = self.text_emb = None
 
@@ -183,21 +201,51 @@ class MapperModule(pl.LightningModule):
             self.encoder_calls += 1
         return F.normalize(torch.cat(out), dim=-1)
 
+    @torch.no_grad()
+    def embed_recordings(self, paths: list[Path], encoder_path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised embeddings of real recordings: every window's, then each recording's window mean (as
+        `embed_sound` makes it); and which recording each row came from. Undecodable files are skipped, counted."""
+        encoder = load_audio_encoder(encoder_path).eval().requires_grad_(False).to(self.device)
+        out, owner, bad = [], [], []
+        for k, path in enumerate(paths):
+            try:
+                windows = read_windows(path, encoder.sample_rate, encoder.clip_samples, policy="mean",
+                                       max_windows=self.hparams.recording_windows).windows
+            except AudioDecodeError as err:
+                bad.append(str(err))
+                continue
+            raw = encoder(windows.to(self.device), augment=False).float()
+            self.encoder_calls += 1
+            out += [F.normalize(raw, dim=-1), F.normalize(raw.mean(0, keepdim=True), dim=-1)]
+            owner += [k] * (len(raw) + 1)
+        if bad:
+            rank_zero_info(f"mapper recordings: {len(bad)} of {len(paths)} files skipped (e.g. {bad[0]})")
+        if not out:
+            raise ValueError(f"recordings {self.hparams.recordings}: none of its {len(paths)} files could be read")
+        return torch.cat(out), torch.tensor(owner)
+
     def build_targets(self) -> None:
-        """Text embeddings of the class prompts and audio embeddings of the sound set's clips (once per run)."""
+        """Text embeddings of the class prompts, audio embeddings of the sound set's clips and of the recordings'
+        windows (once per run)."""
         hp = self.hparams
         self.class_names = self._classes()
         self.text_emb = self.clip_model.encode_text(class_prompts(self.class_names, hp.prompt_template))
         self.val_names = list(self.class_names)
         self.val_emb = self.text_emb
-        if self.encoder_paths and hp.sound_set:
+        if not self.encoder_paths or not (hp.sound_set or hp.recordings):
+            return
+        index = lambda label: self.class_names.index(label) if label in self.class_names else -1  # noqa: E731
+        train = val = []
+        if hp.sound_set:
             train = read_sound_set(hp.sound_set, "train", self.class_names)
             first_test = {}
             for label, path in read_sound_set(hp.sound_set, "test", self.class_names):
                 first_test.setdefault(label, path)
             val = [(label, first_test[label]) for label in self.class_names if label in first_test]
-            audio = []
-            for encoder in self.encoder_paths:
+        recordings = list_clips(hp.recordings) if hp.recordings else []
+        audio, labels = [], []
+        for encoder in self.encoder_paths:
+            if hp.sound_set:
                 # validation clips, then training clips: separate batches (the committed toy mapper was built so;
                 # a different batching changes the embeddings' last bits and with them the whole training run)
                 val_emb = self.embed_clips([p for _, p in val], encoder)
@@ -207,12 +255,21 @@ class MapperModule(pl.LightningModule):
                 if not audio:
                     self.val_emb = val_emb
                 audio.append(self.embed_clips([p for _, p in train], encoder))
-            self.audio_emb = torch.cat(audio)
-            self.audio_labels = torch.tensor([self.class_names.index(label) for label, _ in train] * len(audio))
-            self.val_names = [label for label, _ in val]
-            rank_zero_info(f"mapper targets: {len(train)} training clips x {len(audio)} encoder(s) and "
-                           f"{len(self.class_names)} class prompts (text share {hp.text_ratio}), {len(val)} validation "
-                           f"clips")
+                labels += [index(label) for label, _ in train]
+        for encoder in self.encoder_paths if recordings else []:
+            emb, owner = self.embed_recordings([p for _, p in recordings], encoder)
+            if emb.shape[1] != self.text_emb.shape[1]:
+                raise ValueError(f"audio encoder {encoder} embeds into {emb.shape[1]} dims, "
+                                 f"CLIP {hp.clip} into {self.text_emb.shape[1]}: use the encoder's CLIP")
+            audio.append(emb)
+            labels += [index(recordings[k][0]) for k in owner.tolist()]
+        self.audio_emb = torch.cat(audio)
+        self.audio_labels = torch.tensor(labels)
+        self.val_names = [label for label, _ in val] or self.val_names
+        n_rec = sum(len(a) for a in audio[len(audio) - len(self.encoder_paths):]) if recordings else 0
+        rank_zero_info(f"mapper targets: {len(train)} training clips and {len(recordings)} recordings ({n_rec} "
+                       f"window/mean embeddings) x {len(self.encoder_paths)} encoder(s), {len(self.class_names)} "
+                       f"class prompts (text share {hp.text_ratio}), {len(val)} validation clips")
 
     def _read_wplus_dir(self) -> torch.Tensor:
         files = sorted(p for p in Path(self.hparams.wplus_dir).rglob("*") if p.suffix in (".pt", ".pth", ".npy"))
@@ -308,8 +365,16 @@ class MapperModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.AdamW(self.mapper.parameters(), lr=hp.lr, betas=tuple(hp.betas),
-                                 weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(self.mapper.parameters(), lr=hp.lr, betas=tuple(hp.betas),
+                                weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return opt
+        total = self.trainer.max_steps
+        if total is None or total < 1:
+            raise ValueError(f"MapperModule: lr_schedule 'cosine' needs trainer.max_steps >= 1, got {total}")
+        cosine = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0))))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     def on_fit_end(self) -> None:
         """Write the mapper file (format of `save_mapper`, with provenance) beside the checkpoints."""
@@ -319,8 +384,9 @@ class MapperModule(pl.LightningModule):
         path = Path(hp.export_path) if hp.export_path else Path(self.trainer.default_root_dir) / "mapper.pt"
         path = unused_path(path)
         meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()
-                if k in ("generator", "clip", "audio_encoder", "sound_set", "prompt_template", "text_ratio",
-                         "mix_ratio", "sources", "truncation", "lambda_delta", "lr", "batch_size", "seed")}
+                if k in ("generator", "clip", "audio_encoder", "sound_set", "recordings", "recording_windows",
+                         "prompt_template", "text_ratio", "mix_ratio", "sources", "truncation", "lambda_delta", "lr",
+                         "lr_schedule", "batch_size", "seed")}
         meta.update(classes=list(self.class_names), global_step=int(self.global_step),
                     val_cos_gain=_metric(self.trainer, "val/cos_gain"),
                     val_delta_norm=_metric(self.trainer, "val/delta_norm"))

@@ -3,6 +3,7 @@ training sounds are embedded once per run, and a short training runs through the
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -10,11 +11,12 @@ import torch.nn.functional as F
 
 from datamodules.soundzoo import write_sound_set
 from experiments import train_mapper
-from lightning_modules.audio_export import export_audio_encoder
+from lightning_modules.audio_export import export_audio_encoder, load_audio_encoder
 from lightning_modules.eq2_step import eq2_loss
 from lightning_modules.mapper import MapperModule
 from lightning_modules.networks.audio_encoder import AudioEncoder
 from lightning_modules.networks.mapper import load_mapper
+from lightning_modules.sound_embedding import embed_sound
 
 CLASSES = ["fire crackling", "rain", "wind"]
 
@@ -95,6 +97,45 @@ def test_several_encoders_pool_their_embeddings(tiny_world, tmp_path, single_thr
     assert 0 < sum(from_second) < len(drawn)  # targets come from both encoders
 
 
+def test_recordings_add_every_window_and_each_mean(tiny_world, tmp_path, single_thread):
+    """Real recordings by class folder: each window's embedding and the recording's mean (what `embed_sound` gives the
+    edit command) become targets, once per run; an undecodable file is skipped and counted, not fatal."""
+    rng = np.random.default_rng(0)
+    lengths = {"fire_crackling/long.wav": 1.3, "rain/short.wav": 0.2, "dog/bark.flac": 0.7}  # 3, 1, 1 windows of 0.5 s
+    for name, seconds in lengths.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / name, rng.normal(0, 0.1, (int(44100 * seconds), 2)), 44100)  # stereo, another rate
+    (tmp_path / "rain" / "broken.wav").write_text("not audio")
+    module = _module({**tiny_world, "sound_set": None, "recordings": str(tmp_path)}, text_ratio=0.0)
+    module.setup("fit")
+    assert module.encoder_calls == 3  # one per readable recording
+    assert module.audio_emb.shape == (3 + 1 + 1 + 1 + 1 + 1, 64)
+    encoder = load_audio_encoder(tiny_world["audio_encoder"]).eval()
+    rows = iter(module.audio_emb)
+    for name in sorted(lengths):  # list order: class folders sorted, files sorted
+        mean, windows = embed_sound(encoder, tmp_path / name)
+        for window in windows.windows:
+            torch.testing.assert_close(next(rows), F.normalize(encoder(window[None]), dim=-1)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(next(rows), mean, atol=1e-5, rtol=0)
+    # labels: a class folder's label, -1 for a folder that is not one of the classes
+    assert module.audio_labels.tolist() == [-1, -1, 0, 0, 0, 0, 1, 1]
+    drawn = module.sample_pairs(torch.arange(8) + 1_000_000)[1]
+    assert all(any(torch.equal(t, a) for a in module.audio_emb) for t in drawn)
+
+
+def test_recordings_with_nothing_readable_name_the_folder(tiny_world, tmp_path, single_thread):
+    (tmp_path / "rain").mkdir()
+    (tmp_path / "rain" / "a.wav").write_text("not audio")
+    module = _module({**tiny_world, "sound_set": None, "recordings": str(tmp_path)}, text_ratio=0.0)
+    with pytest.raises(ValueError, match=f"recordings {tmp_path}: none of its 1 files"):
+        module.setup("fit")
+
+
+def test_a_bad_lr_schedule_is_named(tiny_world):
+    with pytest.raises(ValueError, match="lr_schedule must be 'constant' or 'cosine', got 'linear'"):
+        _module(tiny_world, lr_schedule="linear")
+
+
 def test_mixed_targets_are_unit_blends_of_two_targets(tiny_world, single_thread):
     """mix_ratio 1: every target is a unit-norm blend of two drawn targets (text prompts or cached clips), lying in
     their plane; mix_ratio 0 draws exactly the unblended targets."""
@@ -124,6 +165,7 @@ def test_cli_fit_resume_and_grid(tiny_world, tmp_path, single_thread):
             *(f"--model.{k}={v}" for k, v in tiny_world.items()),
             f"--model.classes={CLASSES}", "--model.n_layers=2", "--model.batch_size=2", "--model.pairs_per_epoch=8",
             "--model.val_sources=[0]", "--model.prompt_template=This is a sound of {label}.",
+            "--model.lr_schedule=cosine", "--model.lr=0.04",
             f"--trainer.default_root_dir={run_dir}", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
             "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
             "--trainer.callbacks.save_last=true", "--trainer.callbacks.every_n_train_steps=2",
@@ -134,6 +176,8 @@ def test_cli_fit_resume_and_grid(tiny_world, tmp_path, single_thread):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(k.startswith("mapper.") for k in ckpt["state_dict"])  # frozen G / CLIP stay out of checkpoints
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["initial_lr"] == 0.04 and group["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine: 0 at max_steps
     grids = list(run_dir.glob("wandb/offline-run-*/files/media/images/mapper/*.png"))
     assert len(grids) == 2  # steps 2 and 4
 

@@ -37,9 +37,9 @@ def test_layer_groups_follow_resolution():
     assert set(SoundMapper(8, 16, 8).mlps) == {"coarse", "medium"}
 
 
-@pytest.mark.parametrize("conditioning", ["concat", "film"])
-def test_strength_zero_and_disabled_groups_leave_rows_exactly(conditioning):
-    mapper = _randomised(SoundMapper(18, 16, 8, conditioning=conditioning, n_layers=3))
+@pytest.mark.parametrize("conditioning,row_codes", [("concat", False), ("film", False), ("film", True)])
+def test_strength_zero_and_disabled_groups_leave_rows_exactly(conditioning, row_codes):
+    mapper = _randomised(SoundMapper(18, 16, 8, conditioning=conditioning, n_layers=3, row_codes=row_codes))
     w, e = _inputs(mapper)
     assert torch.equal(mapper.edit(w, e, strength=0.0), w)
     out = mapper.edit(w, e, strength=1.0, disabled=["medium"])
@@ -71,6 +71,19 @@ def test_delta_depends_on_source_and_embedding(conditioning):
     torch.testing.assert_close(mapper.delta(w, e[0]), mapper.delta(w, e[:1].expand(2, -1)))
 
 
+@pytest.mark.parametrize("conditioning", ["concat", "film"])
+def test_row_codes_let_the_rows_of_a_w_code_move_apart(conditioning):
+    # A W code repeats one w on every row: without row codes a group gives all its rows the same dw.
+    w = torch.randn(2, 1, 16).expand(2, 8, 16).contiguous()
+    e = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    plain = _randomised(SoundMapper(8, 16, 8, conditioning=conditioning, n_layers=3)).delta(w, e)
+    assert torch.equal(plain[:, 1:4], plain[:, :1].expand(2, 3, 16))
+    coded = _randomised(SoundMapper(8, 16, 8, conditioning=conditioning, n_layers=3, row_codes=True)).delta(w, e)
+    for group in ([0, 1, 2, 3], [4, 5, 6, 7]):
+        rows = coded[:, group]
+        assert (rows[:, 1:] - rows[:, :1]).abs().amax(dim=-1).min() > 1e-4  # every row its own edit
+
+
 def test_film_starts_as_identity_modulation():
     mapper = SoundMapper(8, 16, 8, conditioning="film", n_layers=3)
     w, e = _inputs(mapper, batch=2)
@@ -78,8 +91,10 @@ def test_film_starts_as_identity_modulation():
 
 
 @pytest.mark.parametrize("conditioning", ["concat", "film"])
-def test_gradcheck_float64(conditioning):
-    mapper = _randomised(SoundMapper(6, 4, 3, conditioning=conditioning, n_layers=2, hidden=5)).double()
+@pytest.mark.parametrize("row_codes", [False, True])
+def test_gradcheck_float64(conditioning, row_codes):
+    mapper = _randomised(SoundMapper(6, 4, 3, conditioning=conditioning, n_layers=2, hidden=5,
+                                     row_codes=row_codes)).double()
     w, e = _inputs(mapper, batch=2, dtype=torch.float64)
     w.requires_grad_(True)
     e.requires_grad_(True)
@@ -114,6 +129,18 @@ def test_file_round_trip_with_weights_only(tmp_path):
     torch.testing.assert_close(loaded.edit(w, e), mapper.edit(w, e), rtol=0, atol=0)
     with pytest.raises(FileExistsError):
         save_mapper(mapper, path)
+
+
+def test_a_file_from_before_row_codes_loads_as_plain_groups(tmp_path):
+    mapper = _randomised(SoundMapper(8, 16, 8, n_layers=3))
+    path = save_mapper(mapper, tmp_path / "m.pt")
+    obj = torch.load(path, weights_only=True)
+    del obj["config"]["row_codes"]  # version-1 files written before the option existed
+    torch.save(obj, path)
+    loaded = load_mapper(path)
+    assert loaded.config["row_codes"] is False
+    w, e = _inputs(mapper)
+    torch.testing.assert_close(loaded.edit(w, e), mapper.edit(w, e), rtol=0, atol=0)
 
 
 def test_foreign_or_future_files_are_refused(tmp_path):

@@ -1,15 +1,18 @@
 """Build the toy world's sound mapper (behind `make toy-mapper`):
 
     python -m experiments.toyworld.build_mapper --out experiments/toyworld/weights --overwrite \
-        [--audio-encoder ENC|demo ...]
+        [--audio-encoder ENC|demo ...] [--recordings DIR|toyworld]
 
 1. writes `make demo`'s embedded sound set (experiments/toyworld/demo.yaml: clips, seconds, seed);
 2. takes the audio encoders whose embeddings the mapper learns, pooled: each `--audio-encoder` is a file, or `demo`
    to train the demo's encoder exactly as `make demo` does (same config, overrides and seeds). `make toy-mapper`
    names both the committed toy-world encoder (the page and animate use it) and `demo` (make demo's edits and story
    video use the encoder the demo trains), so one mapper serves both;
-3. trains the mapper with `experiments.train_mapper fit --config experiments/mapper/toyworld.yaml`;
-4. writes `toy_mapper.pt` (the mapper file, provenance in its meta) and `toy_mapper.json` (command, seeds, which
+3. takes the real recordings whose windows are targets too: `--recordings toyworld` = the training split of
+   experiments/toyworld/realsounds.csv (fetched by `python -m experiments.toyworld.realsounds fetch`; the
+   validation package stays held out for bench_mapper --real), or any DIR/<class>/<files>;
+4. trains the mapper with `experiments.train_mapper fit --config experiments/mapper/toyworld.yaml`;
+5. writes `toy_mapper.pt` (the mapper file, provenance in its meta) and `toy_mapper.json` (command, seeds, which
    encoder — file, sha256, how it was made, its validation top-1 —, validation metrics, timings).
 
 Re-run it whenever the toy world's audio encoder changes: the mapper is trained on that encoder's embeddings.
@@ -31,6 +34,7 @@ import torch
 from datamodules.soundzoo import write_sound_set
 from experiments import demo, train_mapper
 from experiments.manipulate import own_argv
+from experiments.toyworld import realsounds
 from experiments.toyworld.build import CLIP_FILE, WEIGHTS_DIR
 from lightning_modules.edit_outputs import new_run_dir
 from lightning_modules.networks.mapper import load_mapper, save_mapper
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio-encoder", action="append", default=None,
                    help="exported encoder file, or 'demo': train the demo's encoder as make demo does; repeat to pool "
                         "several encoders' embeddings (default: demo)")
+    p.add_argument("--recordings", help="real recordings as extra targets: DIR/<class>/<files>, or 'toyworld' (the "
+                   "training split of the toy world's recordings manifest)")
     p.add_argument("--config", default=str(MAPPER_CONFIG), help="mapper training config")
     p.add_argument("--demo-config", default=str(demo.DEFAULT_CONFIG.parent / "toyworld" / "demo.yaml"),
                    help="sound set and audio training of make demo")
@@ -86,11 +92,23 @@ def main(argv: list[str] | None = None) -> int:
         encoder_info.append({**info, "file": str(encoder), "sha256": sha256(encoder)})
     timings["audio_encoder_s"] = round(time.perf_counter() - t, 1)
 
+    recordings = []
+    if args.recordings == "toyworld":
+        entries = [e for e in realsounds.read_manifest() if e.split == "train"]
+        try:
+            recordings = [f"--model.recordings={realsounds.layout(entries)['train']}"]
+        except realsounds.RealSoundsError as err:
+            p.error(str(err))
+        recording_info = {"manifest": "experiments/toyworld/realsounds.csv", "split": "train", "files": len(entries)}
+    elif args.recordings:
+        recordings = [f"--model.recordings={args.recordings}"]
+        recording_info = {"folder": args.recordings}
+
     t = time.perf_counter()
     with own_argv():
         fit = train_mapper.main(["fit", "--config", args.config, f"--model.audio_encoder={json.dumps(encoders)}",
                                  f"--model.sound_set={soundzoo}", f"--trainer.default_root_dir={work / 'mapper'}",
-                                 *args.mapper_args])
+                                 *recordings, *args.mapper_args])
     timings["mapper_training_s"] = round(time.perf_counter() - t, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     module = fit.model
@@ -106,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                   "validation_sources": list(module.hparams.val_sources)},
         "clip": clip_path if Path(clip_path).name != CLIP_FILE else f"experiments/toyworld/weights/{CLIP_FILE}",
         "audio_encoder": encoder_info,
+        "recordings": recording_info if recordings else None,
         "mapper_config": trained.config,
         "training": {k: v for k, v in trained.meta.items() if k not in ("audio_encoder", "build_command")},
         "timings": timings,

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from datamodules.audio_io import AudioDecodeError
 from datamodules.audio_windows import POLICIES, read_windows
+from datamodules.class_folders import folder_label, list_clips
 from datamodules.output_root import default_output_dir
 from experiments.cli_errors import run_cli
 from experiments.toyworld.paintings import ATTRIBUTES, PROMPT_TEMPLATE
@@ -34,7 +35,6 @@ from lightning_modules.edit_outputs import new_run_dir
 from lightning_modules.sound_embedding import embed_windows
 
 TOY_CLIP = "experiments/toyworld/weights/toy_clip.pt"
-HIDDEN_PREFIXES = (".", "_")
 
 
 @dataclass
@@ -81,30 +81,15 @@ class ListenReport:
         return rows, counts
 
 
-def folder_label(name: str) -> str:
-    """A class folder's name as a label: underscores read as spaces, case ignored."""
-    return name.replace("_", " ").strip().lower()
-
-
-def list_clips(root: Path) -> list[tuple[str, Path]]:
-    """(folder label, file) for every file in the class folders of `root` (sorted; hidden files skipped)."""
-    if not root.is_dir():
-        raise NotADirectoryError(f"listen: {root} is not a directory (expected DIR/<class>/<files>)")
-    clips = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(HIDDEN_PREFIXES)):
-        clips += [(folder_label(folder.name), f) for f in sorted(folder.rglob("*"))
-                  if f.is_file() and not f.name.startswith(HIDDEN_PREFIXES)]
-    if not clips:
-        raise FileNotFoundError(f"listen: no files in class folders under {root} (expected DIR/<class>/<files>)")
-    return clips
-
-
 @torch.no_grad()
 def listen(encoder: torch.nn.Module, text_emb: torch.Tensor, labels: list[str], root: str | Path,
            policy: str = "mean", batch_clips: int = 16) -> ListenReport:
     """Embed every clip under `root` by `policy` and score it against `text_emb` (len(labels), D), normalised."""
     report = ListenReport(labels=list(labels))
-    found = list_clips(Path(root))
+    try:
+        found = list_clips(root)
+    except (NotADirectoryError, FileNotFoundError) as err:
+        raise type(err)(f"listen: {err}") from None
     for start in range(0, len(found), batch_clips):
         chunk, windows = [], []
         for folder, path in found[start : start + batch_clips]:

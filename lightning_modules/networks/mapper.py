@@ -11,6 +11,10 @@ so one network serves every sound:
 
 Conditioning is by concatenation ([PixelNorm(w_r), sqrt(E) e] into the first layer) or FiLM (every hidden layer's
 activations h -> h * (1 + gamma_l(e)) + beta_l(e), gamma and beta zero at initialisation).
+
+With `row_codes`, the first layer also sees which row of its group it edits (a one-hot row index, scaled like
+PixelNorm's output). Without it, rows with the same w get the same dw: a W code (every row equal) can then move
+only one direction per group, where Eq. 2's optimiser moves every W+ row on its own.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ class GroupMLP(nn.Module):
     """
 
     def __init__(self, style_dim: int, embed_dim: int, hidden: int, n_layers: int, conditioning: str,
-                 lr_mul: float) -> None:
+                 lr_mul: float, n_rows: int = 0) -> None:
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"SoundMapper: conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
@@ -69,7 +73,9 @@ class GroupMLP(nn.Module):
         self.conditioning = conditioning
         self.e_scale = math.sqrt(embed_dim)  # unit-norm e -> unit RMS, the scale PixelNorm gives w
         self.norm = PixelNorm()
-        first_in = style_dim + (embed_dim if conditioning == "concat" else 0)
+        self.n_rows = n_rows  # > 0: a one-hot row index joins the input (row codes)
+        self.row_scale = math.sqrt(style_dim)
+        first_in = style_dim + (embed_dim if conditioning == "concat" else 0) + n_rows
         dims = [first_in] + [hidden] * (n_layers - 1)
         self.hidden = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul, activation=True) for a, b in zip(dims, dims[1:]))
         self.out = EqualLinear(hidden, style_dim, lr_mul=lr_mul)
@@ -87,6 +93,10 @@ class GroupMLP(nn.Module):
         b, r, _ = w_rows.shape
         x = self.norm(w_rows.reshape(b * r, -1))
         e_rows = (e * self.e_scale).repeat_interleave(r, dim=0)  # (B*R, E), row-major like x
+        if self.n_rows:
+            if r != self.n_rows:
+                raise ValueError(f"SoundMapper: this group edits {self.n_rows} rows together, got {r}")
+            x = torch.cat([x, (torch.eye(r, dtype=x.dtype, device=x.device) * self.row_scale).repeat(b, 1)], dim=1)
         if self.conditioning == "concat":
             x = torch.cat([x, e_rows.to(x.dtype)], dim=1)
             for layer in self.hidden:
@@ -107,23 +117,27 @@ class SoundMapper(nn.Module):
         n_layers: linear layers per group MLP (StyleCLIP: 4); hidden: their width (None: style_dim).
         lr_mul: equalised-lr multiplier of the MLP layers (StyleCLIP's mapper: 0.01).
         output_scale: dw = output_scale * MLP output (StyleCLIP: 0.1).
+        row_codes: the group MLPs also see the row index (see the module docstring; StyleCLIP: no).
     """
 
     def __init__(self, n_latent: int, style_dim: int, embed_dim: int, conditioning: str = "film", n_layers: int = 4,
-                 hidden: int | None = None, lr_mul: float = 0.01, output_scale: float = 0.1) -> None:
+                 hidden: int | None = None, lr_mul: float = 0.01, output_scale: float = 0.1,
+                 row_codes: bool = False) -> None:
         super().__init__()
         if n_latent < 1 or style_dim < 1 or embed_dim < 1:
             raise ValueError(f"SoundMapper: n_latent, style_dim, embed_dim must be >= 1, got "
                              f"{n_latent}, {style_dim}, {embed_dim}")
         self.config = dict(n_latent=int(n_latent), style_dim=int(style_dim), embed_dim=int(embed_dim),
                            conditioning=str(conditioning), n_layers=int(n_layers),
-                           hidden=int(hidden or style_dim), lr_mul=float(lr_mul), output_scale=float(output_scale))
+                           hidden=int(hidden or style_dim), lr_mul=float(lr_mul), output_scale=float(output_scale),
+                           row_codes=bool(row_codes))
         self.n_latent, self.style_dim, self.embed_dim = n_latent, style_dim, embed_dim
         self.output_scale = float(output_scale)
         self.groups = layer_groups(n_latent)
         self.mlps = nn.ModuleDict({
-            name: GroupMLP(style_dim, embed_dim, hidden or style_dim, n_layers, conditioning, lr_mul)
-            for name in self.groups
+            name: GroupMLP(style_dim, embed_dim, hidden or style_dim, n_layers, conditioning, lr_mul,
+                           len(rows) if row_codes else 0)
+            for name, rows in self.groups.items()
         })
 
     def _check(self, w: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
