@@ -98,9 +98,10 @@ train-mapper: CONFIG ?= experiments/mapper/wikiart.yaml
 train-mapper: $(STAMP) ## Train the sound-conditioned latent mapper (CONFIG=yaml; ARGS="--ckpt_path last" resumes)
 	$(MALLOC_ENV) $(PY) -m experiments.train_mapper fit --config $(CONFIG) $(ARGS)
 
-toy-mapper: $(STAMP) ## Rebuild experiments/toyworld/weights/toy_mapper.pt on the toy world's encoder and make demo's (~3 min idle, 1 thread)
+toy-mapper: $(STAMP) ## Rebuild experiments/toyworld/weights/toy_mapper.pt on the toy world's encoder and make demo's, with the real recordings' training split (~7 min idle, 1 thread)
+	$(PY) -m experiments.toyworld.realsounds fetch
 	$(MALLOC_ENV) nice -n 10 $(PY) -m experiments.toyworld.build_mapper --out experiments/toyworld/weights --overwrite \
-		--audio-encoder experiments/toyworld/weights/toy_audio_encoder.pt --audio-encoder demo
+		--audio-encoder experiments/toyworld/weights/toy_audio_encoder.pt --audio-encoder demo --recordings toyworld
 
 bench-mapper: $(STAMP) ## Toy world: mapper vs Eq. 2 optimisation (detectors, preservation, time per edit), animate frames/s
 	$(MALLOC_ENV) $(PY) benchmarks/bench_mapper.py
