@@ -35,6 +35,7 @@ from lightning_modules.edit_outputs import make_grid, resize_uint8, to_uint8, un
 from lightning_modules.eq2_step import eq2_loss
 from lightning_modules.networks.checkpoints import load_generator
 from lightning_modules.networks.mapper import SoundMapper, save_mapper
+from lightning_modules.sound_embedding import embed_each_window
 from lightning_modules.zero_shot import class_prompts
 
 
@@ -204,20 +205,21 @@ class MapperModule(pl.LightningModule):
     @torch.no_grad()
     def embed_recordings(self, paths: list[Path], encoder_path: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised embeddings of real recordings: every window's, then each recording's window mean (as
-        `embed_sound` makes it); and which recording each row came from. Undecodable files are skipped, counted."""
+        `embed_sound` makes it), one encoder pass per recording; and which recording each row came from. Undecodable
+        files are skipped, counted."""
         encoder = load_audio_encoder(encoder_path).eval().requires_grad_(False).to(self.device)
         out, owner, bad = [], [], []
         for k, path in enumerate(paths):
             try:
                 windows = read_windows(path, encoder.sample_rate, encoder.clip_samples, policy="mean",
-                                       max_windows=self.hparams.recording_windows).windows
+                                       max_windows=self.hparams.recording_windows)
             except AudioDecodeError as err:
                 bad.append(str(err))
                 continue
-            raw = encoder(windows.to(self.device), augment=False).float()
+            mean, (each,) = embed_each_window(encoder, [windows])
             self.encoder_calls += 1
-            out += [F.normalize(raw, dim=-1), F.normalize(raw.mean(0, keepdim=True), dim=-1)]
-            owner += [k] * (len(raw) + 1)
+            out += [each, mean]
+            owner += [k] * (len(each) + 1)
         if bad:
             rank_zero_info(f"mapper recordings: {len(bad)} of {len(paths)} files skipped (e.g. {bad[0]})")
         if not out:
@@ -256,8 +258,10 @@ class MapperModule(pl.LightningModule):
                     self.val_emb = val_emb
                 audio.append(self.embed_clips([p for _, p in train], encoder))
                 labels += [index(label) for label, _ in train]
+        n_rec = 0  # recording targets per encoder
         for encoder in self.encoder_paths if recordings else []:
             emb, owner = self.embed_recordings([p for _, p in recordings], encoder)
+            n_rec = len(emb)
             if emb.shape[1] != self.text_emb.shape[1]:
                 raise ValueError(f"audio encoder {encoder} embeds into {emb.shape[1]} dims, "
                                  f"CLIP {hp.clip} into {self.text_emb.shape[1]}: use the encoder's CLIP")
@@ -266,7 +270,6 @@ class MapperModule(pl.LightningModule):
         self.audio_emb = torch.cat(audio)
         self.audio_labels = torch.tensor(labels)
         self.val_names = [label for label, _ in val] or self.val_names
-        n_rec = sum(len(a) for a in audio[len(audio) - len(self.encoder_paths):]) if recordings else 0
         rank_zero_info(f"mapper targets: {len(train)} training clips and {len(recordings)} recordings ({n_rec} "
                        f"window/mean embeddings) x {len(self.encoder_paths)} encoder(s), {len(self.class_names)} "
                        f"class prompts (text share {hp.text_ratio}), {len(val)} validation clips")

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder_info.append({**info, "file": str(encoder), "sha256": sha256(encoder)})
     timings["audio_encoder_s"] = round(time.perf_counter() - t, 1)
 
-    recordings = []
+    recordings, recording_info = [], None
     if args.recordings == "toyworld":
         entries = [e for e in realsounds.read_manifest() if e.split == "train"]
         try:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                   "validation_sources": list(module.hparams.val_sources)},
         "clip": clip_path if Path(clip_path).name != CLIP_FILE else f"experiments/toyworld/weights/{CLIP_FILE}",
         "audio_encoder": encoder_info,
-        "recordings": recording_info if recordings else None,
+        "recordings": recording_info,
         "mapper_config": trained.config,
         "training": {k: v for k, v in trained.meta.items() if k not in ("audio_encoder", "build_command")},
         "timings": timings,

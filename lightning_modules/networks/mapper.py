@@ -73,8 +73,8 @@ class GroupMLP(nn.Module):
         self.conditioning = conditioning
         self.e_scale = math.sqrt(embed_dim)  # unit-norm e -> unit RMS, the scale PixelNorm gives w
         self.norm = PixelNorm()
-        self.n_rows = n_rows  # > 0: a one-hot row index joins the input (row codes)
-        self.row_scale = math.sqrt(style_dim)
+        # row codes (n_rows > 0): a one-hot row index joins the input, scaled to PixelNorm's RMS; built once here
+        self.register_buffer("row_code", torch.eye(n_rows) * math.sqrt(style_dim), persistent=False)
         first_in = style_dim + (embed_dim if conditioning == "concat" else 0) + n_rows
         dims = [first_in] + [hidden] * (n_layers - 1)
         self.hidden = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul, activation=True) for a, b in zip(dims, dims[1:]))
@@ -93,10 +93,10 @@ class GroupMLP(nn.Module):
         b, r, _ = w_rows.shape
         x = self.norm(w_rows.reshape(b * r, -1))
         e_rows = (e * self.e_scale).repeat_interleave(r, dim=0)  # (B*R, E), row-major like x
-        if self.n_rows:
-            if r != self.n_rows:
-                raise ValueError(f"SoundMapper: this group edits {self.n_rows} rows together, got {r}")
-            x = torch.cat([x, (torch.eye(r, dtype=x.dtype, device=x.device) * self.row_scale).repeat(b, 1)], dim=1)
+        if len(self.row_code):
+            if r != len(self.row_code):
+                raise ValueError(f"SoundMapper: this group edits {len(self.row_code)} rows together, got {r}")
+            x = torch.cat([x, self.row_code.to(x.dtype).repeat(b, 1)], dim=1)
         if self.conditioning == "concat":
             x = torch.cat([x, e_rows.to(x.dtype)], dim=1)
             for layer in self.hidden:
