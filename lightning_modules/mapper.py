@@ -216,7 +216,8 @@ class MapperModule(pl.LightningModule):
             except AudioDecodeError as err:
                 bad.append(str(err))
                 continue
-            mean, (each,) = embed_each_window(encoder, [windows])
+            # at most recording_windows windows: one batch, so one encoder pass per recording (the count below)
+            mean, (each,) = embed_each_window(encoder, [windows], batch_size=self.hparams.recording_windows)
             self.encoder_calls += 1
             out += [each, mean]
             owner += [k] * (len(each) + 1)

@@ -21,7 +21,7 @@ def embed_each_window(encoder: torch.nn.Module, clips: list[AudioWindows], batch
     """(K, D) L2-normalised embeddings of K clips (per clip, the normalised mean of its windows' embeddings), and
     per clip its windows' own L2-normalised embeddings (W_k, D), from one pass of the encoder."""
     if not clips:
-        raise ValueError("embed_windows: no clips given")
+        raise ValueError("embed_each_window: no clips given")
     device = next(encoder.parameters()).device
     every = torch.cat([c.windows for c in clips])
     parts = [encoder(chunk.to(device), augment=False).float() for chunk in every.split(batch_size)]
